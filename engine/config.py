@@ -1,0 +1,259 @@
+"""Everything that defines an experiment, as frozen dataclasses with a TOML round-trip.
+
+The window and the command line build the same `RunConfig`; `config.toml` in a run folder holds it fully
+resolved, so `python main.py train RUN/config.toml` repeats the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from engine.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+STRATEGIES = ("feature-extraction", "fine-tune-shallow", "fine-tune-deep", "progressive", "lp-ft", "custom")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+AUGMENTATIONS = ("none", "light", "strong")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BN_POLICIES = ("frozen", "train")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = ""  # a folder (class folders, or train/ val/ [test/]) or a CSV of path,label[,split]
+    val_fraction: float = 0.2  # used only when the data brings no split of its own
+    test_fraction: float = 0.0
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "timm:resnet18"  # "timm:<name>" or "torchvision:<name>"
+    weights: str = "pretrained"  # "pretrained", "none", or the path of a weight file
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training with one freeze plan.
+
+    `stages` maps each stage that trains to its learning-rate multiplier; a stage that is not listed is kept as is
+    (frozen, and in eval mode). `bn` is the BatchNorm policy inside the stages that train: "frozen" keeps the
+    pretrained statistics, "train" updates them from the new pictures.
+    """
+
+    name: str
+    epochs: int
+    lr: float
+    stages: Mapping[str, float] = field(default_factory=dict)
+    bn: str = "frozen"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # SGD only
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5  # linear warm-up at the start of each phase
+    augment: str = "light"
+    label_smoothing: float = 0.1
+    early_stopping: int = 0  # end a phase after this many epochs without a better validation accuracy; 0 = off
+    layer_decay: float = 0.75  # fine-tune-deep and progressive: each stage further from the head learns this much slower
+    precision: str = "auto"  # auto = bf16/fp16 mixed precision on CUDA, fp32 on the CPU
+    channels_last: str = "auto"  # auto = on for CUDA
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    workers: int = -1  # data-loading processes; -1 = chosen from the machine's cores
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: str = "feature-extraction"
+    epochs: int = 5
+    lr: float = 1e-3
+    # Written out by the engine when it resolves the strategy; when present they are used as written.
+    phases: tuple[Phase, ...] = ()
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs"  # parent folder of the run folders
+    name: str = ""  # optional label for the run folder
+    version: int = FORMAT_VERSION
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError with a sentence for the first setting that cannot work."""
+        t = self.train
+        checks = [
+            (self.strategy in STRATEGIES, f"Unknown strategy '{self.strategy}': choose one of {', '.join(STRATEGIES)}."),
+            (self.strategy != "custom" or self.phases, "A custom strategy needs at least one phase with its stages."),
+            (self.epochs >= 1 or self.phases, "The number of epochs must be at least 1."),
+            (self.lr > 0, "The learning rate must be a positive number."),
+            (t.optimizer in OPTIMIZERS, f"Unknown optimizer '{t.optimizer}': choose one of {', '.join(OPTIMIZERS)}."),
+            (t.schedule in SCHEDULES, f"Unknown schedule '{t.schedule}': choose one of {', '.join(SCHEDULES)}."),
+            (t.augment in AUGMENTATIONS, f"Unknown augmentation '{t.augment}': choose one of {', '.join(AUGMENTATIONS)}."),
+            (t.precision in PRECISIONS, f"Unknown precision '{t.precision}': choose one of {', '.join(PRECISIONS)}."),
+            (t.channels_last in ("auto", "on", "off"), "channels_last must be auto, on or off."),
+            (t.batch_size >= 1, "The batch size must be at least 1."),
+            (0 <= t.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
+            (0 < t.layer_decay <= 1, "The layer decay must be between 0 and 1."),
+            (t.warmup_epochs >= 0 and t.early_stopping >= 0, "Warm-up and early stopping cannot be negative."),
+            (0 <= self.data.val_fraction < 1 and 0 <= self.data.test_fraction < 1
+             and self.data.val_fraction + self.data.test_fraction < 1,
+             "The validation and test fractions must add up to less than 1."),
+        ]
+        for phase in self.phases:
+            checks += [
+                (phase.epochs >= 1, f"Phase '{phase.name}' needs at least 1 epoch."),
+                (phase.lr > 0, f"Phase '{phase.name}' needs a positive learning rate."),
+                (phase.bn in BN_POLICIES, f"Phase '{phase.name}': the BatchNorm policy must be frozen or train."),
+                (bool(phase.stages), f"Phase '{phase.name}' trains nothing: mark at least one stage to retrain."),
+                (all(m > 0 for m in phase.stages.values()),
+                 f"Phase '{phase.name}': learning-rate multipliers must be positive."),
+            ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases) if self.phases else self.epochs
+
+
+# --- TOML round-trip ------------------------------------------------------------------------------------------
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["phases"] = [dict(p, stages=dict(p["stages"])) for p in data["phases"]]
+    # Put the version first so that a reader sees it at the top of the file.
+    return {"version": data.pop("version"), **data}
+
+
+_TYPE_NAMES = {int: "whole number", float: "number", str: "text"}
+
+
+def _build(cls, values: Mapping[str, Any], where: str):
+    where = where if where.startswith("the ") else f"[{where}]"
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a table of settings.")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"Unknown setting '{unknown[0]}' in {where}: check its spelling "
+                          f"(known settings: {', '.join(known)}).")
+    defaults = cls()
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(defaults, name)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(default, (int, float, str)) and type(value) is not type(default):
+            raise ConfigError(f"The setting '{name}' in {where} must be a {_TYPE_NAMES[type(default)]}, "
+                              f"not {value!r}.")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any]) -> RunConfig:
+    data = dict(data)
+    version = data.get("version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"The format version must be a whole number such as {FORMAT_VERSION}, not {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"This file was written by a newer Transfer Studio (format {version}); "
+                          f"this version reads format {FORMAT_VERSION}: please update the app.")
+    try:
+        phases = [_phase(p, i + 1) for i, p in enumerate(data.pop("phases", []) or [])]
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        built = {key: _build(cls, data.pop(key, {}), key) for key, cls in sections.items()}
+        top = _build(RunConfig, data, "the top level")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"The configuration has a value of the wrong kind ({exc}).") from None
+    return dataclasses.replace(top, phases=tuple(phases), **built).validate()
+
+
+def _phase(p: Any, number: int) -> Phase:
+    if not isinstance(p, Mapping):
+        raise ConfigError(f"Phase {number} must be a table of settings.")
+    missing = [k for k in ("name", "epochs", "lr") if k not in p]
+    if missing:
+        raise ConfigError(f"Phase {number} lacks '{missing[0]}'.")
+    extra = sorted(set(p) - {"name", "epochs", "lr", "stages", "bn"})
+    if extra:
+        raise ConfigError(f"Unknown setting '{extra[0]}' in phase {number}.")
+    number_types = (int, float)
+    stages = p.get("stages", {})
+    checks = [
+        (isinstance(p["name"], str), "'name' must be text"),
+        (isinstance(p["epochs"], int) and not isinstance(p["epochs"], bool), "'epochs' must be a whole number"),
+        (isinstance(p["lr"], number_types) and not isinstance(p["lr"], bool), "'lr' must be a number"),
+        (isinstance(p.get("bn", "frozen"), str), "'bn' must be frozen or train"),
+        (isinstance(stages, Mapping) and all(isinstance(v, number_types) and not isinstance(v, bool)
+                                             for v in stages.values()),
+         "'stages' must map stage names to learning-rate multipliers"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"Phase {number}: {message}.")
+    return Phase(name=p["name"], epochs=p["epochs"], lr=float(p["lr"]),
+                 stages={str(k): float(v) for k, v in stages.items()}, bn=p.get("bn", "frozen"))
+
+
+def dumps(config: RunConfig) -> str:
+    return tomli_w.dumps(to_dict(config))
+
+
+def loads(text: str) -> RunConfig:
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows editors write
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The configuration file is not valid TOML ({exc}).") from None
+    return from_dict(data)
+
+
+def load(path: str | os.PathLike) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"The configuration file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"The configuration file {path} cannot be read ({exc.__class__.__name__}).") from None
+    config = loads(text)
+    # Relative paths in a config file are relative to the file, so that a run folder can be moved.
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, source=_resolve(config.data.source, path.parent)),
+        model=dataclasses.replace(config.model, weights=_resolve_weights(config.model.weights, path.parent)),
+    )
+
+
+def save(config: RunConfig, path: str | os.PathLike) -> None:
+    from engine.runs import atomic_write_text
+
+    try:
+        atomic_write_text(path, dumps(config))
+    except OSError as exc:
+        raise ConfigError(f"The configuration could not be saved to {path} ({exc.strerror or exc}).") from None
+
+
+def _resolve(value: str, base: Path) -> str:
+    if not value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _resolve_weights(value: str, base: Path) -> str:
+    return value if value in ("pretrained", "none") else _resolve(value, base)
