@@ -1,0 +1,48 @@
+"""Shared fixtures: small generated datasets, and the ../shared folder (present on the project's own machines only)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+HYMENOPTERA = SHARED / "datasets" / "hymenoptera"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_in1k.safetensors"
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def make_class_folders(root: Path, per_class: int = 8, classes=("red", "green", "blue"), size=(40, 32),
+                       seed: int = 0) -> Path:
+    """A folder with one sub-folder per class of small pictures: a tinted background with a light blob."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    for name in classes:
+        base = COLOURS[name]
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            colour = tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in base)
+            image = Image.new("RGB", size, colour)
+            x, y = rng.randint(0, size[0] // 2), rng.randint(0, size[1] // 2)
+            ImageDraw.Draw(image).ellipse([x, y, x + 12, y + 12], fill=(240, 240, 240))
+            image.save(root / name / f"{name}_{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Three classes of eight 40x32 pictures (read-only by convention: copy it before changing it)."""
+    return make_class_folders(tmp_path_factory.mktemp("tiny") / "colours")
+
+
+def require_shared(*paths: Path) -> None:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"needs {missing[0]} (only on the project's own machines)")
