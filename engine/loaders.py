@@ -70,8 +70,15 @@ def auto_workers(requested: int, n_items: int) -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
+def _one_thread(_worker_id: int) -> None:
+    # A loader process decodes and resizes one picture at a time; torch's own threads there would only compete
+    # with the training process for the same cores.
+    torch.set_num_threads(1)
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int = 0,
                 pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
-                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0)
+                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0,
+                      worker_init_fn=_one_thread if workers > 0 else None)
