@@ -55,6 +55,17 @@ class EpochEnded:
 
 
 @dataclass(frozen=True)
+class LayerActivity:
+    """How much each stage is learning: the mean gradient norm of its parameters over the last few steps (0 for a
+    frozen stage), so that a user can see a frozen stage stay still and an unfrozen one move."""
+
+    epoch: int
+    step: int  # counted over the whole run
+    stages: tuple[str, ...]  # input first, head last
+    grad_norms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Log:
     level: str  # "info" or "warning"
     message: str
@@ -76,4 +87,4 @@ class Failed:
     run_dir: str | None
 
 
-Event = RunStarted | PhaseStarted | StepEnded | EpochEnded | Log | Finished | Failed
+Event = RunStarted | PhaseStarted | StepEnded | EpochEnded | LayerActivity | Log | Finished | Failed

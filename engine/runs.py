@@ -83,6 +83,7 @@ def create_run_dir(out: str | os.PathLike, model_name: str, strategy: str, name:
         candidate = out / (f"{stamp}-{label}" + (f"-{i + 1}" if i else ""))
         try:
             candidate.mkdir()
+            (candidate / METRICS).touch()  # present from the start: a run stopped early still has its (empty) file
             return candidate
         except FileExistsError:
             continue

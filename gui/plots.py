@@ -1,0 +1,249 @@
+"""Live training plots (pyqtgraph): loss, accuracy, learning rate, throughput, and which stages are learning.
+
+Engine events only append numbers to growable arrays; a QTimer redraws at REDRAW_HZ when something changed, so a fast
+GPU run sending hundreds of steps a second costs the GUI thread almost nothing. Colours are Okabe-Ito (colour-blind
+safe); the heat map uses viridis.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from engine import events as ev
+
+REDRAW_HZ = 10
+SMOOTHING = 0.9  # exponential moving average of the step loss
+OKABE_ITO = {"orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442", "blue": "#0072B2",
+             "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#999999"}
+PHASE_SHADES = ("#56B4E922", "#E69F0022")
+
+
+class Series:
+    """A growable float array pair (x, y) with amortised O(1) append."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._x = np.empty(capacity)
+        self._y = np.empty(capacity)
+        self.n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == len(self._x):
+            self._x = np.resize(self._x, 2 * self.n)
+            self._y = np.resize(self._y, 2 * self.n)
+        self._x[self.n], self._y[self.n] = x, y
+        self.n += 1
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.n]
+
+    def clear(self) -> None:
+        self.n = 0
+
+
+def _pen(colour: str, width: float = 2, alpha: int = 255):
+    c = QColor(colour)
+    c.setAlpha(alpha)
+    return pg.mkPen(c, width=width)
+
+
+class TrainingPlots(QWidget):
+    """Feed it engine events with ``add_event``; it redraws itself from a timer."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=True)
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.setBackground(self.palette().base().color())
+        self.eta_label = QLabel(" ")
+        self.eta_label.setToolTip("Pictures per second over the current epoch, and the estimated time left.")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        layout.addWidget(self.eta_label)
+
+        self.loss_plot = self._plot(0, 0, "Loss", "lower is better: training per step, validation per epoch")
+        self.acc_plot = self._plot(0, 1, "Accuracy", "share of pictures classified correctly, per epoch")
+        self.lr_plot = self._plot(1, 0, "Learning rate", "step size of the head's weights; warm-up, then decay")
+        self.speed_plot = self._plot(1, 1, "Pictures / s", "training throughput")
+        self.heat_plot = self.view.addPlot(row=2, col=0, colspan=2, title="Which stages are learning")
+        self.heat_plot.setToolTip("Gradient size per stage (bottom: input, top: head) along training. A frozen stage "
+                                  "stays dark; a stage that is retrained lights up.")
+        self.heat_plot.setLabel("bottom", "step")
+        self.heat_image = pg.ImageItem()
+        self.heat_image.setColorMap(pg.colormap.get("viridis"))
+        self.heat_plot.addItem(self.heat_image)
+        self.acc_plot.setYRange(0, 1)
+
+        self.step_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["sky"], 1, 90), name="training (each step)")
+        self.smooth_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["blue"]), name="training (smoothed)")
+        self.val_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["vermillion"]), symbol="o", symbolSize=6,
+                                            symbolBrush=OKABE_ITO["vermillion"], name="validation")
+        self.train_acc = self.acc_plot.plot(pen=_pen(OKABE_ITO["blue"]), symbol="o", symbolSize=5,
+                                            symbolBrush=OKABE_ITO["blue"], name="training")
+        self.val_acc = self.acc_plot.plot(pen=_pen(OKABE_ITO["vermillion"]), symbol="o", symbolSize=6,
+                                          symbolBrush=OKABE_ITO["vermillion"], name="validation")
+        self.lr_curve = self.lr_plot.plot(pen=_pen(OKABE_ITO["green"]))
+        self.speed_curve = self.speed_plot.plot(pen=_pen(OKABE_ITO["orange"]))
+        for plot, curve in ((self.loss_plot, self.step_loss), (self.lr_plot, self.lr_curve),
+                            (self.speed_plot, self.speed_curve)):
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000 // REDRAW_HZ)
+        self.timer.timeout.connect(self.redraw)
+        self.reset()
+
+    def _plot(self, row: int, col: int, title: str, tip: str) -> pg.PlotItem:
+        plot = self.view.addPlot(row=row, col=col, title=title)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setLabel("bottom", "epoch")
+        plot.addLegend(offset=(-5, 5), labelTextSize="8pt") if title in ("Loss", "Accuracy") else None
+        plot.setToolTip(tip)
+        return plot
+
+    # --- data -------------------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.series = {k: Series() for k in ("step_loss", "smooth_loss", "val_loss", "train_acc", "val_acc", "lr",
+                                             "speed")}
+        self.steps_per_epoch = 1
+        self.total_epochs = 1
+        self.smoothed: float | None = None
+        self.heat_columns: list[np.ndarray] = []
+        self.heat_steps: list[int] = []
+        self.stage_names: tuple[str, ...] = ()
+        self.phase_starts: list[float] = []
+        self.eta_text = " "
+        self._last_step_time: float | None = None
+        self._step_seconds: float | None = None
+        self._remove_regions()
+        self.dirty = True
+        self.redraw()
+
+    def add_event(self, event) -> None:
+        if isinstance(event, ev.RunStarted):
+            self.total_epochs = event.total_epochs
+        elif isinstance(event, ev.StepEnded):
+            self.steps_per_epoch = max(1, event.steps)
+            x = event.epoch - 1 + event.step / event.steps  # fractional epoch
+            self.series["step_loss"].append(x, event.loss)
+            self.smoothed = event.loss if self.smoothed is None else (
+                SMOOTHING * self.smoothed + (1 - SMOOTHING) * event.loss)
+            self.series["smooth_loss"].append(x, self.smoothed)
+            self.series["lr"].append(x, event.lr)
+            self.series["speed"].append(x, event.images_per_s)
+            now = time.monotonic()
+            if self._last_step_time is not None:
+                took = now - self._last_step_time
+                self._step_seconds = took if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * took
+            self._last_step_time = now
+            left_steps = (self.total_epochs - event.epoch) * event.steps + (event.steps - event.step)
+            eta = f"  -  about {_duration(left_steps * self._step_seconds)} left" if self._step_seconds else ""
+            self.eta_text = f"{event.images_per_s:.0f} pictures/s{eta}"
+        elif isinstance(event, ev.EpochEnded):
+            self.series["val_loss"].append(event.epoch, event.val_loss)
+            self.series["train_acc"].append(event.epoch, event.train_acc)
+            self.series["val_acc"].append(event.epoch, event.val_acc)
+        elif isinstance(event, ev.PhaseStarted):
+            start = self.series["step_loss"].x[-1] if self.series["step_loss"].n else 0.0
+            self.phase_starts.append(float(round(start)))
+        elif isinstance(event, ev.LayerActivity):
+            self.stage_names = event.stages
+            self.heat_columns.append(np.asarray(event.grad_norms, dtype=float))
+            self.heat_steps.append(event.step)
+        else:
+            return
+        self.dirty = True
+
+    def load_records(self, records: list[dict]) -> None:
+        """Show a finished run's curves from its metrics.jsonl records."""
+        self.reset()
+        for r in records:
+            self.series["val_loss"].append(r["epoch"], r["val_loss"])
+            self.series["train_acc"].append(r["epoch"], r.get("train_acc", np.nan))
+            self.series["val_acc"].append(r["epoch"], r["val_acc"])
+            self.series["smooth_loss"].append(r["epoch"], r["train_loss"])
+            self.series["lr"].append(r["epoch"], r["lr"])
+        self.dirty = True
+        self.redraw()
+
+    # --- drawing ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self.redraw()
+
+    def redraw(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty = False
+        s = self.series
+        self.step_loss.setData(s["step_loss"].x, s["step_loss"].y)
+        self.smooth_loss.setData(s["smooth_loss"].x, s["smooth_loss"].y)
+        self.val_loss.setData(s["val_loss"].x, s["val_loss"].y)
+        self.train_acc.setData(s["train_acc"].x, s["train_acc"].y)
+        self.val_acc.setData(s["val_acc"].x, s["val_acc"].y)
+        self.lr_curve.setData(s["lr"].x, s["lr"].y)
+        self.speed_curve.setData(s["speed"].x, s["speed"].y)
+        self.eta_label.setText(self.eta_text)
+        self._draw_phases()
+        self._draw_heat()
+
+    def _draw_phases(self) -> None:
+        shaded = [i for i in self.loss_plot.items if isinstance(i, pg.LinearRegionItem)]
+        if len(shaded) == len(self.phase_starts) or not self.phase_starts:
+            return
+        self._remove_regions()
+        for plot in (self.loss_plot, self.acc_plot):
+            bounds = self.phase_starts + [float(self.total_epochs)]
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+                region = pg.LinearRegionItem((a, b), movable=False, brush=pg.mkBrush(PHASE_SHADES[i % 2]),
+                                             pen=pg.mkPen(None))
+                region.setZValue(-10)
+                plot.addItem(region)
+
+    def _remove_regions(self) -> None:
+        for plot in (self.loss_plot, self.acc_plot):
+            for item in [i for i in plot.items if isinstance(i, pg.LinearRegionItem)]:
+                plot.removeItem(item)
+
+    def _draw_heat(self) -> None:
+        if not self.heat_columns:
+            self.heat_image.clear()
+            return
+        data = np.stack(self.heat_columns)  # steps x stages
+        data = np.log10(data + 1e-8)  # gradients span orders of magnitude; frozen stages are exactly 0
+        floor = data[data > -8].min() if (data > -8).any() else -8
+        data = np.clip(data, floor - 0.5, None)
+        self.heat_image.setImage(data, autoLevels=True)
+        steps = self.heat_steps
+        width = (steps[-1] - steps[0]) / max(1, len(steps) - 1) if len(steps) > 1 else 1
+        self.heat_image.setRect(steps[0] - width / 2, 0, width * len(steps), len(self.stage_names))
+        axis = self.heat_plot.getAxis("left")
+        names = self.stage_names
+        every = max(1, len(names) // 8)
+        axis.setTicks([[(i + 0.5, names[i]) for i in range(0, len(names), every)]])
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

@@ -1,0 +1,163 @@
+"""Training from the window: a real short run, Stop mid-epoch, closing the window mid-run, pause."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QMainWindow
+
+from engine import events as ev
+from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gui.train_panel import TrainPanel
+from gui.worker import TrainWorker
+
+RUN_FILES = ("config.toml", "labels.json", "metrics.jsonl", "summary.json", "model.json", "dataset.json")
+
+
+def tiny_config(data, out, epochs=2) -> RunConfig:
+    return RunConfig(data=DataConfig(source=str(data), val_fraction=0.25), model=ModelConfig("timm:resnet18", "none"),
+                     strategy="fine-tune-shallow", epochs=epochs, lr=0.01, out=str(out),
+                     train=TrainConfig(batch_size=8, workers=0, warmup_epochs=0.0))
+
+
+class StallMeter:
+    """A 10 ms timer in the GUI thread that records how late it fires: the longest event-loop stall."""
+
+    def __init__(self):
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.worst = 0.0
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.worst = max(self.worst, now - self.last - 0.010)
+        self.last = now
+
+    def start(self):
+        self.timer.start()
+
+    def stop(self):
+        self.timer.stop()
+
+
+@pytest.fixture
+def panel(qtbot, tiny_dataset, tmp_path):
+    panel = TrainPanel()
+    qtbot.addWidget(panel)
+    panel.set_config(tiny_config(tiny_dataset, tmp_path / "runs"))
+    panel.resize(1200, 760)
+    panel.show()
+    yield panel
+    panel.shutdown()
+
+
+def test_a_short_run_from_the_train_step(qtbot, panel, capsys):
+    meter = StallMeter()
+    meter.start()
+    with qtbot.waitSignal(panel.runFinished, timeout=180_000) as finished:
+        qtbot.mouseClick(panel.start_button, qtbot_button())
+        assert not panel.start_button.isEnabled() and panel.stop_button.isEnabled()
+    meter.stop()
+    result = finished.args[0]
+    assert result.status == "completed", result.error
+    run_dir = Path(result.run_dir)
+    for name in RUN_FILES + ("best.safetensors",):
+        assert (run_dir / name).is_file(), name
+    plots = panel.plots
+    assert plots.series["step_loss"].n == 2 * 2  # 18 training pictures in batches of 8: 2 steps an epoch
+    assert plots.series["val_acc"].n == 2
+    assert plots.series["lr"].n == 4
+    assert panel.run_bar.value() == 2
+    assert "Finished" in panel.status.text()
+    assert panel.history.table.rowCount() == 1
+    assert panel.start_button.isEnabled()
+    with capsys.disabled():
+        print(f"\n[stall] longest GUI event-loop stall during a training run: {meter.worst * 1000:.0f} ms")
+
+
+def qtbot_button():
+    from PySide6.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def test_stop_mid_epoch_ends_the_run_stopped_with_its_files(qtbot, panel):
+    with qtbot.waitSignal(panel.controller.event, timeout=120_000,
+                          check_params_cb=lambda e: isinstance(e, ev.StepEnded)):
+        panel.start()
+    with qtbot.waitSignal(panel.runFinished, timeout=120_000) as finished:
+        qtbot.mouseClick(panel.stop_button, qtbot_button())
+    result = finished.args[0]
+    assert result.status == "stopped"
+    summary = json.loads((Path(result.run_dir) / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["error"] is None
+    for name in RUN_FILES:
+        assert (Path(result.run_dir) / name).is_file(), name
+    assert "Stopped" in panel.status.text()
+    assert panel.history.table.rowCount() == 1
+
+
+class Host(QMainWindow):
+    """Stands in for the main window: its close path is the panel's shutdown."""
+
+    def __init__(self, panel):
+        super().__init__()
+        self.panel = panel
+        self.setCentralWidget(panel)
+
+    def closeEvent(self, event):
+        self.panel.shutdown()
+        event.accept()
+
+
+def test_closing_the_window_mid_run_stops_and_saves(qtbot, tiny_dataset, tmp_path, qtlog):
+    panel = TrainPanel()
+    panel.set_config(tiny_config(tiny_dataset, tmp_path / "runs", epochs=5))
+    host = Host(panel)
+    qtbot.addWidget(host)
+    host.show()
+    with qtbot.waitSignal(panel.controller.event, timeout=120_000,
+                          check_params_cb=lambda e: isinstance(e, ev.StepEnded)):
+        panel.start()
+    thread = panel.controller._thread
+    host.close()
+    assert not panel.controller.running and thread.isFinished()
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert not any("Destroyed while thread" in r.message for r in qtlog.records)
+
+
+def test_pause_holds_the_engine_between_batches_until_resume():
+    worker = TrainWorker(RunConfig())
+    worker.pause()
+    returned = threading.Event()
+
+    def engine_step():
+        worker._on_event(ev.Log("info", "a batch ended"))
+        returned.set()
+
+    thread = threading.Thread(target=engine_step, daemon=True)
+    thread.start()
+    assert not returned.wait(0.5)  # held while paused
+    worker.resume()
+    assert returned.wait(10)
+
+
+def test_stop_releases_a_paused_run():
+    worker = TrainWorker(RunConfig())
+    worker.pause()
+    returned = threading.Event()
+    thread = threading.Thread(target=lambda: (worker._on_event(ev.Log("info", "x")), returned.set()), daemon=True)
+    thread.start()
+    worker.stop()
+    assert returned.wait(10)
+    assert not worker.paused
