@@ -6,6 +6,9 @@
     python main.py train CONFIG.toml                 repeat a run (a run folder's config.toml) or a saved project
     python main.py scan DIR [--json]                 dataset summary and health report
     python main.py models [FILTER]                   the model catalogue
+    python main.py evaluate RUN [--data DIR] [--json]            metrics, confusion matrix, mistakes, calibration
+    python main.py predict RUN PATH... [--csv FILE] [--top K]    predict pictures and folders
+    python main.py export RUN --format bundle|onnx|torchscript [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import traceback
 
 EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
+HEATMAP_SIDE = 1024  # predict --heatmaps: the longest side of a saved overlay, in pixels
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the model catalogue")
     models.add_argument("filter", nargs="?", default="", help="part of a name, or a pattern such as '*vit*'")
+
+    evaluate = sub.add_parser("evaluate", help="metrics, confusion matrix, mistakes and calibration of a run",
+                              description="Evaluate a run on its validation (and test) pictures, or on another "
+                              "folder, and write evaluation.json into the run folder.")
+    evaluate.add_argument("run", help="a run folder")
+    evaluate.add_argument("--data", help="evaluate every picture of this folder instead (same class names)")
+    evaluate.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    predict = sub.add_parser("predict", help="predict the class of pictures or of every picture in folders",
+                             description="Predict pictures with a run's model (or an exported bundle folder).")
+    predict.add_argument("run", help="a run folder or an exported bundle folder")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders of pictures")
+    predict.add_argument("--csv", metavar="FILE", help="write the predictions to this CSV file")
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="how many classes to list (default 3)")
+    predict.add_argument("--heatmaps", metavar="DIR", help="also save each picture (at most 1024 pixels wide or "
+                         "high) with its heat map (class-activation map) laid over it into this folder")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    export = sub.add_parser("export", help="export a run's model (bundle, ONNX or TorchScript) with a model card",
+                            description="Export a run's model, check it against PyTorch on validation pictures, "
+                            "and write model.json and MODEL_CARD.md beside it.")
+    export.add_argument("run", help="a run folder")
+    export.add_argument("--format", required=True, choices=("bundle", "onnx", "torchscript"))
+    export.add_argument("--out", metavar="DIR", help="folder to export into (default: RUN/export)")
     return parser
 
 
@@ -210,6 +239,157 @@ def cmd_models(args) -> int:
     return 0
 
 
+# --- evaluate, predict, export ---------------------------------------------------------------------------------
+
+
+def _progress(label: str):
+    """A live 'label done/total' line on a terminal's stderr; nothing when output goes to a file."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda done, total: print(f"\r{label} {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+def _with_stop(work):
+    """Run ``work(stop)`` with Ctrl-C setting the stop token (a second Ctrl-C aborts at once)."""
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nStopping ... (press Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        return work(stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in rows]
+
+
+def cmd_evaluate(args) -> int:
+    from engine.evaluate import SPLIT_NAMES, evaluate_run
+
+    evaluation = _with_stop(lambda stop: evaluate_run(args.run, args.data, _progress("Evaluating pictures"), stop,
+                                                      device=args.device))
+    _end_progress()
+    if args.json:
+        print(json.dumps(evaluation.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        classes = evaluation.classes
+        print(f"Run: {evaluation.run_dir} ({evaluation.model})"
+              + (f"; pictures from {evaluation.data}" if evaluation.data != "run" else ""))
+        for split in evaluation.splits.values():
+            print(f"{SPLIT_NAMES.get(split.name, split.name)} pictures: {split.count}, "
+                  f"accuracy {split.accuracy:.3f}, macro precision {split.macro_precision:.3f}, "
+                  f"recall {split.macro_recall:.3f}, F1 {split.macro_f1:.3f}")
+            rows = [["class", "precision", "recall", "F1", "pictures"]]
+            rows += [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)]
+                     for c in split.per_class]
+            print("\n".join(_table(rows)))
+            print("  confusion matrix (rows: true class, columns: predicted class)")
+            print("\n".join(_table([["", *classes]] + [[classes[i], *map(str, row)]
+                                                       for i, row in enumerate(split.confusion)], "    ")))
+            mistakes = split.mistakes
+            if mistakes:
+                print(f"  {len(mistakes)} mistakes, most confident first:")
+                for i in mistakes[:5]:
+                    s = split.samples[i]
+                    others = ", ".join(f"{classes[c]} {p:.2f}" for c, p in s.top[1:])
+                    print(f"    {classes[s.predicted]} {s.confidence:.2f}" + (f" ({others})" if others else "")
+                          + f", truly {classes[s.label]}: {s.path}")
+                if len(mistakes) > 5:
+                    print(f"    ... {len(mistakes) - 5} more in evaluation.json")
+            bins = [b for b in split.calibration if b.count]
+            print(f"  calibration: expected calibration error {split.ece:.3f}; confidence -> accuracy: "
+                  + ", ".join(f"{b.confidence:.2f}->{b.accuracy:.2f} ({b.count})" for b in bins))
+            if split.unreadable:
+                print(f"  {len(split.unreadable)} pictures could not be read and were left out, e.g. "
+                      f"{split.unreadable[0][0]}: {split.unreadable[0][1]}")
+    summary = "; ".join(s.summary() for s in evaluation.splits.values())
+    print(f"{summary}; written to {evaluation.path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from engine.errors import UserError
+    from engine.predict import heat_map, load_run_model, predict_paths, write_csv
+
+    if args.top < 1:
+        raise UserError("--top must be at least 1.")
+    bundle = load_run_model(args.run, args.device)
+    rows = _with_stop(lambda stop: predict_paths(bundle, args.paths, top_k=args.top,
+                                                 on_progress=_progress("Predicting pictures"), stop=stop))
+    _end_progress()
+    good = [r for r in rows if r.error is None]
+    if not good:
+        first = rows[0]
+        raise UserError(f"None of the {len(rows)} pictures could be predicted ({first.path}: {first.error})")
+    if args.csv:
+        csv_path = write_csv(rows, args.csv, top_k=min(args.top, len(bundle.classes)))
+    for r in rows:
+        if r.error is not None:
+            print(f"{r.path}: {r.error}", file=sys.stderr if args.csv else sys.stdout)
+        elif not args.csv:
+            others = ", ".join(f"{c} {p:.3f}" for c, p in r.top[1:])
+            print(f"{r.path}: {r.class_name} {r.confidence:.3f}" + (f" ({others})" if others else ""))
+    maps = 0
+    if args.heatmaps:
+        from engine.cam import overlay
+        from engine.images import load_rgb
+        from engine.runs import atomic_write
+
+        folder = Path(args.heatmaps).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"The folder {folder} cannot be created ({exc.strerror or exc}).") from None
+        used: set[str] = set()
+        for r in good:
+            image = load_rgb(r.path)
+            image.thumbnail((HEATMAP_SIDE, HEATMAP_SIDE))  # a view, not an archive: keeps huge pictures cheap
+            picture = overlay(image, heat_map(bundle, image, r.class_index).cam)
+            name = f"{Path(r.path).stem}-{r.class_name}-heatmap"
+            while name in used:  # pictures of the same name in different folders
+                name += "+"
+            used.add(name)
+            target = folder / f"{name}.png"
+            atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
+            maps += 1
+    failed = len(rows) - len(good)
+    line = f"{len(rows)} pictures: {len(good)} predicted, {failed} could not be read"
+    if args.csv:
+        line += f"; CSV written to {csv_path}"
+    if maps:
+        line += f"; {maps} heat maps in {Path(args.heatmaps).expanduser()}"
+    print(line)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from engine.export import FORMAT_NAMES, export_run
+
+    print(f"Exporting {args.run} as {FORMAT_NAMES[args.format]} and checking it against PyTorch ...",
+          file=sys.stderr, flush=True)
+    result = _with_stop(lambda stop: export_run(args.run, args.format, args.out, stop=stop))
+    for path in result.files:
+        print(f"wrote {path}", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
 # --- entry ----------------------------------------------------------------------------------------------------
 
 
@@ -223,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_app([sys.argv[0]])
     from engine.errors import UserError
 
-    commands = {"train": cmd_train, "scan": cmd_scan, "models": cmd_models}
+    commands = {"train": cmd_train, "scan": cmd_scan, "models": cmd_models, "evaluate": cmd_evaluate,
+                "predict": cmd_predict, "export": cmd_export}
     try:
         return commands[args.command](args)
     except UserError as exc:

@@ -232,7 +232,7 @@ def _build_timm(name: str, arch: str, weights: str, num_classes: int, allow_down
     head = _find_head(model, "timm")
     # The architecture's own pretrained config also fits a local file made for it (a ViT's mean/std of 0.5 ...).
     data_config = timm.data.resolve_data_config({}, model=model)
-    license = model.pretrained_cfg.get("license") if getattr(model, "pretrained_cfg", None) else None
+    license = model.pretrained_cfg.get("license") if pretrained and getattr(model, "pretrained_cfg", None) else None
     note = "Pretrained weights from timm." if pretrained else "Random weights (no pretraining)."
     if weights not in ("pretrained", "none"):
         note = load_weights(model, read_weight_file(weights), head, Path(weights).name)

@@ -31,6 +31,8 @@ SUMMARY = "summary.json"
 BEST = "best.safetensors"
 MODEL = "model.json"
 ERROR_LOG = "error.log"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
@@ -43,6 +45,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual permissions
         write(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
