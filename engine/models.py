@@ -159,7 +159,17 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], head: str, wh
 # --- building -------------------------------------------------------------------------------------------------
 
 
+OFFLINE_ENV = "TRANSFER_STUDIO_OFFLINE"
+
+
+def offline_mode() -> bool:
+    """The offline switch: with TRANSFER_STUDIO_OFFLINE=1 Transfer Studio opens no network connection at all."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _online(host: str) -> bool:
+    if offline_mode():
+        return False
     try:
         socket.create_connection((host, 443), timeout=3).close()
         return True
@@ -181,6 +191,9 @@ def _hf_offline(offline: bool) -> Iterator[None]:
 
 
 def _no_download_message(name: str) -> str:
+    if offline_mode():
+        return (f"The pretrained weights of {name} are not on this computer, and offline mode is on, so nothing is "
+                f"downloaded: switch it off ({OFFLINE_ENV}=0) to download them, or choose a weight file or 'none'.")
     return (f"The pretrained weights of {name} are not on this computer and cannot be downloaded now (no internet "
             "connection?). Connect once to download them, or choose a weight file or 'none'.")
 

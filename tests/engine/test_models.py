@@ -491,3 +491,19 @@ def test_layer_tree_timm_vit_tiny(vit):
     _assert_partition(vit, tree)
     stages = tree.module_stages(vit.model)
     assert stages["blocks.4.norm1"] == "blocks.4" and stages["head"] == HEAD
+
+
+def test_offline_switch_opens_no_connection(monkeypatch, tmp_path):
+    import socket
+
+    import engine.models as models
+
+    monkeypatch.setenv(models.OFFLINE_ENV, "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted in offline mode")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(ModelError, match="offline mode is on"):
+        build_model("torchvision:resnet18", "pretrained", 3)
