@@ -105,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> "RunConfig":
-    from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load
+    from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from engine.errors import ConfigError
 
     if args.config:
-        config = load(args.config)
+        from engine.project import load_run_config
+
+        config = load_run_config(args.config)  # a run's config.toml or a saved project
     elif not args.data or not args.model:
         raise ConfigError("Say what to train: give --data and --model, or a CONFIG.toml.")
     else:
