@@ -281,7 +281,7 @@ def meta_model(name: str):
 
     source, arch = models.split_name(name)
     models.check_name(name)
-    with torch.device("meta"):  # thread-local: a model built on another thread meanwhile gets real memory
+    with models.TORCH_BUILD_LOCK, torch.device("meta"):  # see TORCH_BUILD_LOCK
         if source == "timm":
             import timm
 

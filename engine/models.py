@@ -12,6 +12,7 @@ import contextlib
 import os
 import pickle
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +23,9 @@ import torch.nn as nn
 from engine.errors import ModelError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+# Reading weight files and building models on the meta device (engine.catalogue) from two threads at once hung torch
+# once in the test suite (torch.load waiting inside load_tensor while a meta-device build ran): one at a time.
+TORCH_BUILD_LOCK = threading.RLock()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ImageNet's usual evaluation recipe (resize 256, centre-crop 224), for weights that bring no config of their own.
@@ -97,9 +101,11 @@ def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
+            with TORCH_BUILD_LOCK:
+                state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with TORCH_BUILD_LOCK:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "unsupported global" in str(exc).lower() or _is_raw_pickle(path):  # names code to run, or opcodes beyond weights
             raise ModelError(f"{path.name} was refused: it is a pickle that would need to run code to load, "
