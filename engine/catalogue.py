@@ -1,7 +1,8 @@
 """What the model picker shows about each model, without downloading anything.
 
-For every timm and torchvision classification model: its parameter count (the model is instantiated on PyTorch's
-``meta`` device, which allocates no memory and runs no initialisation, and the count is cached on disk), its default
+For every timm and torchvision classification model: its parameter count (from the table shipped in
+``resources/param_counts.json`` for the pinned timm and torchvision; for any other version the model is instantiated on
+PyTorch's ``meta`` device in a helper process and the count is cached on disk), its default
 input size, its pretrained weights (timm's tags, torchvision's weight sets), the licence its pretrained configuration
 states, and whether pretrained weights are on this computer right now (the Hugging Face cache or the torch hub
 cache). ``download_pretrained`` fetches them into those caches with progress, so that ``engine.models.build_model``
@@ -10,6 +11,7 @@ then finds them offline. Files the user imported and models trained earlier live
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import functools
 import io
@@ -26,6 +28,7 @@ from engine.errors import ModelError
 
 APP_NAME = "Transfer Studio"
 PARAM_CACHE_FILE = "param-counts.json"
+SHIPPED_COUNTS = Path(__file__).resolve().parent.parent / "resources" / "param_counts.json"
 DOWNLOAD_CHUNK = 1 << 20  # bytes read between two progress reports and stop checks
 HF_HOST = "huggingface.co"
 
@@ -202,24 +205,21 @@ def _versions_key() -> str:
     import timm
     import torchvision
 
-    return f"timm {timm.__version__}, torchvision {torchvision.__version__}"
+    return f"timm {timm.__version__}, torchvision {torchvision.__version__.split('+')[0]}"  # the same with or without CUDA
 
 
 class ParamCounts:
     """Parameter counts (with the model's original classifier), cached in a JSON file keyed by the timm and
     torchvision versions, since a new version may change an architecture. Safe to use from several threads."""
 
-    def __init__(self, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, cache_dir: str | Path | None = None, shipped: str | Path | None = SHIPPED_COUNTS) -> None:
         self.path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / PARAM_CACHE_FILE
         self._lock = threading.Lock()
         self._counts: dict[str, int | None] = {}
         self._dirty = 0
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("versions") == _versions_key() and isinstance(data.get("counts"), dict):
-                self._counts = {str(k): (int(v) if isinstance(v, int) else None) for k, v in data["counts"].items()}
-        except (OSError, ValueError, AttributeError):
-            pass  # no cache yet, or an unreadable one: it is rebuilt as models are counted
+        for source in (shipped, self.path):
+            if source is not None:
+                self._counts.update(_read_counts(Path(source)))
 
     def get(self, name: str) -> int | None:
         """The count when it is known without work (cached, or published by torchvision), else None."""
@@ -238,8 +238,8 @@ class ParamCounts:
             return name in self._counts
 
     def count(self, name: str) -> int | None:
-        """The count, instantiating the model on the meta device when it is not cached (about 0.1-2 s, no memory);
-        None for a model that cannot be built that way."""
+        """The count, instantiating the model on the meta device in a helper process when it is not known (about
+        0.1-2 s, no memory); None for a model that cannot be built that way."""
         known = self.get(name)
         if known is not None:
             return known
@@ -268,11 +268,74 @@ class ParamCounts:
             pass
 
 
+def _read_counts(path: Path) -> dict[str, int | None]:
+    """The counts in a table written by ``ParamCounts.save`` or ``write_count_table``, when they were made with the
+    timm and torchvision installed now (a new version may change an architecture); {} otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("versions") == _versions_key() and isinstance(data.get("counts"), dict):
+            return {str(k): (int(v) if isinstance(v, int) else None) for k, v in data["counts"].items()}
+    except (OSError, ValueError, AttributeError):
+        pass  # no table yet, or an unreadable one: counts are rebuilt as models are counted
+    return {}
+
+
+_POOL_LOCK = threading.Lock()
+_POOL = None
+
+
 def _count_on_meta(name: str) -> int | None:
+    """Count in a helper process. Building models on the meta device in a thread of the app's own process once
+    hung the test suite together with tensor work on the main thread (both threads stuck, inside torch), so these
+    builds run in a process of their own, started on first use and kept for the next ones."""
+    global _POOL
+    import concurrent.futures
+    import multiprocessing
+
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ProcessPoolExecutor(max_workers=1,
+                                                          mp_context=multiprocessing.get_context("spawn"))
+            atexit.register(shutdown_counting)
+        pool = _POOL
+    try:
+        return pool.submit(_count_here, name).result()
+    except concurrent.futures.process.BrokenProcessPool:  # the helper died (out of memory, killed): a new one next time
+        with _POOL_LOCK:
+            if _POOL is pool:
+                _POOL = None
+        return None
+
+
+def shutdown_counting() -> None:
+    """Stop the helper process (registered to run when the app exits)."""
+    global _POOL
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _count_here(name: str) -> int | None:
     try:
         return int(sum(p.numel() for p in meta_model(name).parameters()))
     except Exception:  # an architecture that cannot be built without real tensors: shown as unknown
         return None
+
+
+def write_count_table(path: str | Path = SHIPPED_COUNTS, workers: int = 2) -> int:
+    """Count every model of the catalogue and write the table shipped with the app (run after changing the pinned
+    timm or torchvision: ``python -m engine.catalogue``). Returns how many models were counted."""
+    import concurrent.futures
+    import multiprocessing
+
+    names = [item.name for item in all_models()]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        counts = dict(zip(names, pool.map(_count_here, names, chunksize=8)))
+    from engine.runs import atomic_write_json
+
+    atomic_write_json(Path(path), {"versions": _versions_key(), "counts": dict(sorted(counts.items()))})
+    return len(counts)
 
 
 def meta_model(name: str):
@@ -497,3 +560,7 @@ def download_url(url: str, target: str | Path, on_progress: ProgressCallback | N
                     on_progress(done, total)
 
     atomic_write(target, write)
+
+
+if __name__ == "__main__":
+    print(f"{write_count_table()} models counted into {SHIPPED_COUNTS}")

@@ -86,7 +86,7 @@ def test_unknown_model_is_a_sentence():
 
 
 def test_parameter_counts_on_the_meta_device_are_exact_and_cached(tmp_path, monkeypatch):
-    counts = ParamCounts(tmp_path)
+    counts = ParamCounts(tmp_path, shipped=None)  # as with a timm version the shipped table was not made for
     # torchvision publishes its counts; timm's resnet18 is the same architecture.
     published = counts.get("torchvision:resnet18")
     assert published == 11_689_512
@@ -100,16 +100,27 @@ def test_parameter_counts_on_the_meta_device_are_exact_and_cached(tmp_path, monk
 
     # A second session reads the counts without building anything.
     monkeypatch.setattr(catalogue, "_count_on_meta", lambda name: pytest.fail("built a model"))
-    again = ParamCounts(tmp_path)
+    again = ParamCounts(tmp_path, shipped=None)
     assert again.count("timm:vit_base_patch16_224") == vit
+
+
+def test_the_shipped_table_counts_every_model_of_the_pinned_libraries(tmp_path, monkeypatch):
+    """The picker shows sizes at once, building nothing. Fails after an upgrade of timm or torchvision: then run
+    ``python -m engine.catalogue`` to write resources/param_counts.json again."""
+    shipped = json.loads(catalogue.SHIPPED_COUNTS.read_text())
+    assert shipped["versions"] == catalogue._versions_key(), "regenerate: python -m engine.catalogue"
+    monkeypatch.setattr(catalogue, "_count_on_meta", lambda name: pytest.fail(f"built {name}"))
+    counts = ParamCounts(tmp_path)
+    assert all(counts.known(item.name) for item in catalogue.all_models())
+    assert counts.count("timm:resnet18") == 11_689_512 and counts.count("timm:vit_base_patch16_224") == 86_567_656
 
 
 def test_a_cache_from_other_library_versions_is_ignored(tmp_path):
     (tmp_path / catalogue.PARAM_CACHE_FILE).write_text(json.dumps(
         {"versions": "timm 0.1, torchvision 0.1", "counts": {"timm:resnet18": 5}}))
-    assert ParamCounts(tmp_path).count("timm:resnet18") == 11_689_512
+    assert ParamCounts(tmp_path, shipped=None).count("timm:resnet18") == 11_689_512
     (tmp_path / catalogue.PARAM_CACHE_FILE).write_text("{not json")
-    assert ParamCounts(tmp_path).get("timm:resnet18") is None  # a damaged cache is only a lost speed-up
+    assert ParamCounts(tmp_path, shipped=None).get("timm:resnet18") is None  # a damaged cache is only a lost speed-up
 
 
 def test_recommended_list_is_small_and_fast_first(tmp_path):
