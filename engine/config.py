@@ -74,6 +74,11 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     workers: int = -1  # data-loading processes; -1 = chosen from the machine's cores
     seed: int = 0
+    # Speed (engine.cache, engine.features); none of them changes what is learnt beyond rounding.
+    cache_images: bool = True  # keep decoded, resized pictures on disk and reuse them across epochs and runs
+    cache_features: bool = True  # compute the frozen layers' outputs once per phase when everything below is frozen
+    feature_views: int = 0  # augmented views per training picture for cached outputs; 0 = automatic (2)
+    compile: bool = False  # torch.compile the part that trains (slow to start; falls back when it fails)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The decoded-image cache of the runs the tests start (and of the command-line runs in subprocesses): a folder of
+# this test session, never the user's own cache.
+if "TRANSFER_STUDIO_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["TRANSFER_STUDIO_CACHE"] = tempfile.mkdtemp(prefix="ts-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

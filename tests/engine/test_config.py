@@ -38,7 +38,8 @@ def _custom_config(root: Path) -> RunConfig:
         ),
         train=TrainConfig(batch_size=16, optimizer="sgd", weight_decay=0.0, momentum=0.8, schedule="onecycle",
                           warmup_epochs=1.0, augment="strong", label_smoothing=0.0, early_stopping=3, layer_decay=0.6,
-                          precision="fp32", channels_last="off", device="cpu", workers=2, seed=42),
+                          precision="fp32", channels_last="off", device="cpu", workers=2, seed=42,
+                          cache_images=False, cache_features=False, feature_views=3, compile=True),
         out=str(root / "my runs"),
         name="ants vs bees",
     )
