@@ -1,7 +1,10 @@
 """Live training plots (pyqtgraph): loss, accuracy, learning rate, throughput, and which stages are learning.
 
-Engine events only append numbers to growable arrays; a QTimer redraws at REDRAW_HZ when something changed, so a fast
-GPU run sending hundreds of steps a second costs the GUI thread almost nothing. Colours are Okabe-Ito (colour-blind
+Engine events only append numbers to growable arrays; a QTimer redraws what changed, so a fast GPU run sending hundreds
+of steps a second costs the GUI thread almost nothing. Each tick redraws one plot only (a plot every 1/REDRAW_HZ s,
+each plot several times a second): the window's thread shares Python's interpreter lock with training, and painting
+all five plots at once took 30 ms on an idle 2-core machine and over 100 ms while training ran; one plot at a time
+keeps every pause of the window short (bench/bench_gui_stall.py measures it). Colours are Okabe-Ito (colour-blind
 safe); the heat map uses viridis.
 """
 
@@ -17,7 +20,8 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from engine import events as ev
 
-REDRAW_HZ = 10
+REDRAW_HZ = 20  # ticks per second; each tick redraws one of the plots that changed
+GROUPS = ("loss", "acc", "lr", "speed", "heat")
 SMOOTHING = 0.9  # exponential moving average of the step loss
 OKABE_ITO = {"orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442", "blue": "#0072B2",
              "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#999999"}
@@ -102,7 +106,7 @@ class TrainingPlots(QWidget):
 
         self.timer = QTimer(self)
         self.timer.setInterval(1000 // REDRAW_HZ)
-        self.timer.timeout.connect(self.redraw)
+        self.timer.timeout.connect(self.redraw_next)
         self.reset()
 
     def _plot(self, row: int, col: int, title: str, tip: str) -> pg.PlotItem:
@@ -129,7 +133,8 @@ class TrainingPlots(QWidget):
         self._last_step_time: float | None = None
         self._step_seconds: float | None = None
         self._remove_regions()
-        self.dirty = True
+        self.dirty = set(GROUPS)
+        self._next = 0
         self.redraw()
 
     def add_event(self, event) -> None:
@@ -152,20 +157,21 @@ class TrainingPlots(QWidget):
             left_steps = (self.total_epochs - event.epoch) * event.steps + (event.steps - event.step)
             eta = f"  -  about {_duration(left_steps * self._step_seconds)} left" if self._step_seconds else ""
             self.eta_text = f"{event.images_per_s:.0f} pictures/s{eta}"
+            self.dirty |= {"loss", "lr", "speed"}
         elif isinstance(event, ev.EpochEnded):
             self.series["val_loss"].append(event.epoch, event.val_loss)
             self.series["train_acc"].append(event.epoch, event.train_acc)
             self.series["val_acc"].append(event.epoch, event.val_acc)
+            self.dirty |= {"loss", "acc"}
         elif isinstance(event, ev.PhaseStarted):
             start = self.series["step_loss"].x[-1] if self.series["step_loss"].n else 0.0
             self.phase_starts.append(float(round(start)))
+            self.dirty |= {"loss", "acc"}
         elif isinstance(event, ev.LayerActivity):
             self.stage_names = event.stages
             self.heat_columns.append(np.asarray(event.grad_norms, dtype=float))
             self.heat_steps.append(event.step)
-        else:
-            return
-        self.dirty = True
+            self.dirty.add("heat")
 
     def load_records(self, records: list[dict]) -> None:
         """Show a finished run's curves from its metrics.jsonl records."""
@@ -176,7 +182,7 @@ class TrainingPlots(QWidget):
             self.series["val_acc"].append(r["epoch"], r["val_acc"])
             self.series["smooth_loss"].append(r["epoch"], r["train_loss"])
             self.series["lr"].append(r["epoch"], r["lr"])
-        self.dirty = True
+        self.dirty = set(GROUPS)
         self.redraw()
 
     # --- drawing ----------------------------------------------------------------------------------------------
@@ -188,21 +194,40 @@ class TrainingPlots(QWidget):
         self.timer.stop()
         self.redraw()
 
+    def redraw_next(self) -> None:
+        """Redraw the next plot that changed (the timer's tick)."""
+        for i in range(len(GROUPS)):
+            group = GROUPS[(self._next + i) % len(GROUPS)]
+            if group in self.dirty:
+                self._next = (self._next + i + 1) % len(GROUPS)
+                self._draw(group)
+                return
+
     def redraw(self) -> None:
-        if not self.dirty:
-            return
-        self.dirty = False
+        """Redraw every plot that changed."""
+        for group in GROUPS:
+            if group in self.dirty:
+                self._draw(group)
+
+    def _draw(self, group: str) -> None:
+        self.dirty.discard(group)
         s = self.series
-        self.step_loss.setData(s["step_loss"].x, s["step_loss"].y)
-        self.smooth_loss.setData(s["smooth_loss"].x, s["smooth_loss"].y)
-        self.val_loss.setData(s["val_loss"].x, s["val_loss"].y)
-        self.train_acc.setData(s["train_acc"].x, s["train_acc"].y)
-        self.val_acc.setData(s["val_acc"].x, s["val_acc"].y)
-        self.lr_curve.setData(s["lr"].x, s["lr"].y)
-        self.speed_curve.setData(s["speed"].x, s["speed"].y)
-        self.eta_label.setText(self.eta_text)
-        self._draw_phases()
-        self._draw_heat()
+        if group == "loss":
+            self.step_loss.setData(s["step_loss"].x, s["step_loss"].y)
+            self.smooth_loss.setData(s["smooth_loss"].x, s["smooth_loss"].y)
+            self.val_loss.setData(s["val_loss"].x, s["val_loss"].y)
+            self._draw_phases()
+        elif group == "acc":
+            self.train_acc.setData(s["train_acc"].x, s["train_acc"].y)
+            self.val_acc.setData(s["val_acc"].x, s["val_acc"].y)
+            self._draw_phases()
+        elif group == "lr":
+            self.lr_curve.setData(s["lr"].x, s["lr"].y)
+        elif group == "speed":
+            self.speed_curve.setData(s["speed"].x, s["speed"].y)
+            self.eta_label.setText(self.eta_text)
+        else:
+            self._draw_heat()
 
     def _draw_phases(self) -> None:
         shaded = [i for i in self.loss_plot.items if isinstance(i, pg.LinearRegionItem)]

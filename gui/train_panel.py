@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
@@ -21,7 +22,7 @@ from engine.devices import available_devices
 from engine.train import RunResult
 from gui.plots import TrainingPlots
 from gui.run_history import RunHistory
-from gui.worker import TrainingController
+from gui.worker import TrainingController, preload_training_modules
 
 OPTIMIZERS = [("adamw", "AdamW (adaptive; a safe default)"), ("sgd", "SGD with momentum (classic fine-tuning)")]
 SCHEDULES = [("cosine", "Warm-up, then slowly lower (cosine)"), ("onecycle", "One cycle (up, then down)"),
@@ -159,9 +160,11 @@ class TrainPanel(QWidget):
     def __init__(self, parent: QWidget | None = None, controller: TrainingController | None = None) -> None:
         super().__init__(parent)
         self.controller = controller or TrainingController(self)
+        self.preloaded = preload_training_modules()
         self.base_config: RunConfig | None = None
         self.last_result: RunResult | None = None
         self.run_dir: str | None = None
+        self.dataset = None  # the Data step's scan of the project's pictures, when there is one
 
         self.settings = TrainSettings()
         self.settings.changed.connect(self._settings_changed)
@@ -230,6 +233,10 @@ class TrainPanel(QWidget):
         self.history.set_folder(config.out)
         self._update_buttons()
 
+    def set_dataset(self, dataset) -> None:
+        """The Data step's scan (pictures checked, split drawn): a run started here trains on exactly it."""
+        self.dataset = dataset
+
     def config(self) -> RunConfig | None:
         return self.settings.apply(self.base_config) if self.base_config else None
 
@@ -258,7 +265,10 @@ class TrainPanel(QWidget):
         self.run_bar.setValue(0)
         self.status.setText("Starting: reading the pictures and preparing the model ...")
         self.tabs.setCurrentWidget(self.plots)
-        self.controller.start(config)
+        dataset = self.dataset
+        if dataset is not None and Path(dataset.root).resolve() != Path(config.data.source).resolve():
+            dataset = None  # another folder than the one scanned: the engine scans it itself
+        self.controller.start(config, dataset)
         self._update_buttons()
 
     def toggle_pause(self) -> None:

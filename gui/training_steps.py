@@ -29,6 +29,7 @@ class TrainingSteps(QObject):
         window.steps.set_page("model", self.picker)
         window.steps.set_page("layers", self.editor)
         window.steps.set_page("train", self.train)
+        self.train.set_dataset(self.project.dataset)
         self._built_for: tuple | None = None
 
         self.picker.modelChosen.connect(self._model_chosen)
@@ -36,11 +37,15 @@ class TrainingSteps(QObject):
         self.train.configChanged.connect(self._set_config)
         self.train.runFinished.connect(self._run_finished)
         self.project.config_changed.connect(self._config_changed)
-        self.project.dataset_changed.connect(lambda _: self._refresh())
+        self.project.dataset_changed.connect(self._dataset_changed)
         self.project.project_replaced.connect(self._refresh)
         self._refresh()
 
     # --- project -> pages -------------------------------------------------------------------------------------
+
+    def _dataset_changed(self, dataset) -> None:
+        self.train.set_dataset(dataset)
+        self._refresh()
 
     def _refresh(self) -> None:
         self._config_changed(self.project.config)
