@@ -22,6 +22,7 @@ FORMAT_VERSION = 1
 STRATEGIES = ("feature-extraction", "fine-tune-shallow", "fine-tune-deep", "progressive", "lp-ft", "custom")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
+SPLIT_MODES = ("auto", "random")
 AUGMENTATIONS = ("none", "light", "strong")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BN_POLICIES = ("frozen", "train")
@@ -30,9 +31,12 @@ BN_POLICIES = ("frozen", "train")
 @dataclass(frozen=True)
 class DataConfig:
     source: str = ""  # a folder (class folders, or train/ val/ [test/]) or a CSV of path,label[,split]
-    val_fraction: float = 0.2  # used only when the data brings no split of its own
+    val_fraction: float = 0.2  # used only when the split is drawn (no split of the data's own, or split = random)
     test_fraction: float = 0.0
     split_seed: int = 0
+    # "auto": the data's own split (train/ val/ folders, a CSV's split column) when it has one, else a random draw;
+    # "random": every picture pooled and drawn at random, class by class, whatever folders they are in.
+    split: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class RunConfig:
             (0 <= self.data.val_fraction < 1 and 0 <= self.data.test_fraction < 1
              and self.data.val_fraction + self.data.test_fraction < 1,
              "The validation and test fractions must add up to less than 1."),
+            (self.data.split in SPLIT_MODES, f"Unknown split '{self.data.split}': choose auto (the data's own "
+             "split when it has one) or random."),
         ]
         for phase in self.phases:
             checks += [

@@ -162,6 +162,7 @@ def scan(
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     seed: int = 0,
+    split: str = "auto",
     verify: bool = True,
     workers: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -171,8 +172,12 @@ def scan(
 
     With ``verify`` every picture is decoded (at a reduced size) on ``workers`` threads, and ``on_progress(done,
     total)`` is called from the calling thread as pictures are checked. Setting ``stop`` cancels the scan.
-    ``test_fraction`` only applies when the data gives no test pictures itself.
+    ``test_fraction`` only applies when the data gives no test pictures itself. ``split="auto"`` keeps the data's
+    own split (train/ val/ folders, a CSV's split column) when it has one; ``split="random"`` pools every picture and
+    draws the split, class by class.
     """
+    if split not in ("auto", "random"):
+        raise DataError(f"Unknown split '{split}': choose auto (the data's own split when it has one) or random.")
     if not _valid_fractions(val_fraction, test_fraction):
         raise DataError(
             "The validation and test fractions must each be between 0 and 1 and add up to less than 1 "
@@ -205,7 +210,7 @@ def scan(
     classes = sorted({c.class_name for c in readable})
     if len(classes) < 2:
         raise DataError(_too_few_classes(root, listing, classes, problems))
-    samples, split_source = _assign_splits(readable, classes, val_fraction, test_fraction, seed)
+    samples, split_source = _assign_splits(readable, classes, val_fraction, test_fraction, seed, split)
 
     advice = _class_advice(_count(samples, classes), split_source)
     advice += [
@@ -466,10 +471,13 @@ def _verify(
 
 
 def _assign_splits(
-    readable: list[_Candidate], classes: list[str], val_fraction: float, test_fraction: float, seed: int
+    readable: list[_Candidate], classes: list[str], val_fraction: float, test_fraction: float, seed: int,
+    split: str = "auto",
 ) -> tuple[list[Sample], str]:
     """Samples with their splits, and the split source ("folders" or "random")."""
     label_of = {name: i for i, name in enumerate(classes)}
+    if split == "random":  # the data's own split set aside: everything is drawn
+        readable = [c._replace(split=None) for c in readable]
     given = {c.split for c in readable}
     if "val" in given:
         return [Sample(c.path, label_of[c.class_name], c.split or "train") for c in readable], "folders"

@@ -186,7 +186,7 @@ class DataPage(QWidget):
         if prepare is not None:
             self.source.setText("<b>Pictures:</b> being prepared ...")
         self.status.emit("Preparing the pictures ..." if prepare else f"Checking the pictures in {data.source} ...")
-        self.scanner.start(data.source, data.val_fraction, data.test_fraction, data.split_seed, prepare)
+        self.scanner.start(data.source, data.val_fraction, data.test_fraction, data.split_seed, prepare, data.split)
         self.state_changed.emit()
 
     def cancel_scan(self) -> None:
@@ -265,5 +265,6 @@ class DataPage(QWidget):
         index = self.project.dataset
         if index is None:
             return
-        self.project.update_data(val_fraction=val, test_fraction=test, split_seed=seed)
-        self.project.set_dataset(resplit(index, val, test, seed))
+        mode = self.split.mode()
+        self.project.update_data(val_fraction=val, test_fraction=test, split_seed=seed, split=mode)
+        self.project.set_dataset(resplit(index, val, test, seed, mode))

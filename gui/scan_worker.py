@@ -38,9 +38,10 @@ class ScanWorker(QObject):
     cancelled = Signal()
 
     def __init__(self, source: str, val_fraction: float, test_fraction: float, seed: int,
-                 prepare: Prepare | None = None) -> None:
+                 prepare: Prepare | None = None, split: str = "auto") -> None:
         super().__init__()
         self.source = source
+        self.split = split
         self.fractions = (val_fraction, test_fraction, seed)
         self.prepare = prepare
         self.stop = threading.Event()
@@ -62,8 +63,9 @@ class ScanWorker(QObject):
                 self.phase.emit("Preparing the pictures ...")
                 data, extra = self.prepare(self._on_progress, self.stop)
                 source, val, test, seed = data.source, data.val_fraction, data.test_fraction, data.split_seed
+                self.split = data.split
             self.phase.emit("Checking pictures ...")
-            index = scan(source, val_fraction=val, test_fraction=test, seed=seed,
+            index = scan(source, val_fraction=val, test_fraction=test, seed=seed, split=self.split,
                          on_progress=self._on_progress, stop=self.stop)
         except UserError as exc:
             if self.stop.is_set():
@@ -104,11 +106,11 @@ class Scanner(QObject):
         return self._current is not None
 
     def start(self, source: str, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0,
-              prepare: Prepare | None = None) -> None:
+              prepare: Prepare | None = None, split: str = "auto") -> None:
         self.cancel()
         thread = QThread(self)
         thread.setObjectName("scan")
-        worker = ScanWorker(source, val_fraction, test_fraction, seed, prepare)
+        worker = ScanWorker(source, val_fraction, test_fraction, seed, prepare, split)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.phase.connect(self._on_phase)

@@ -10,10 +10,12 @@ from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, Q
 
 from engine.config import DataConfig
 from engine.data import DatasetIndex
+from gui.splits import own_split
 
 
 class SplitControls(QWidget):
-    """Emits ``split_changed(val_fraction, test_fraction, seed)`` when the user changes the random split."""
+    """Emits ``split_changed(val_fraction, test_fraction, seed)`` when the user changes the split; ``mode()`` says
+    which: "auto" (the folders' own split when the data has one) or "random"."""
 
     split_changed = Signal(float, float, int)
 
@@ -29,6 +31,8 @@ class SplitControls(QWidget):
         group = QButtonGroup(self)
         group.addButton(self.use_folders)
         group.addButton(self.use_random)
+        # clicked, not toggled: it comes once the group has settled, and only from the user.
+        group.buttonClicked.connect(self._mode_clicked)
 
         self.val = QSpinBox()
         self.val.setRange(0, 90)
@@ -76,26 +80,38 @@ class SplitControls(QWidget):
         """Show the split of ``index`` made with the settings ``data``."""
         self._updating = True
         try:
-            own = index is not None and index.split_source == "folders"
-            self.use_folders.setChecked(own)
-            self.use_random.setChecked(not own)
+            own = index is not None and own_split(index)
+            folders = own and data.split == "auto"
+            self.use_folders.setChecked(folders)
+            self.use_random.setChecked(not folders)
             self.use_folders.setEnabled(own)
-            self.use_random.setEnabled(index is not None and not own)
-            self.random_box.setEnabled(index is not None and not own)
+            self.use_random.setEnabled(index is not None)
+            self.random_box.setEnabled(index is not None and not folders)
             self.val.setValue(round(data.val_fraction * 100))
             self.test.setValue(round(data.test_fraction * 100))
             self.seed.setValue(data.split_seed)
             if index is None:
                 self.note.setText("Open a folder of pictures to choose how it is split.")
+            elif folders:
+                self.note.setText("The train and val folders decide which pictures are used for what. Choose "
+                                  "\u201cSplit at random\u201d to pool all of them and draw the split instead.")
             elif own:
-                self.note.setText("The train and val folders decide which pictures are used for what. To split at "
-                                  "random instead, put all pictures in one folder per class.")
+                self.note.setText("All pictures, whatever folder they are in, are pooled and split at random.")
             else:
                 self.note.setText("Your folder has no val folder, so Transfer Studio sets pictures aside at random.")
-            self.use_random.setToolTip(self._random_tip if not own else
-                                       "Not available: the train and val folders already split the pictures.")
+            self.use_folders.setToolTip(
+                "Your folder has train and val folders: those pictures are used exactly as you sorted them." if own
+                else "Not available: your folder has no train and val folders.")
         finally:
             self._updating = False
+
+    def mode(self) -> str:
+        """ "random" when the user chose to split at random although the data has its own split, else "auto"."""
+        return "random" if self.use_random.isChecked() and self.use_folders.isEnabled() else "auto"
+
+    def _mode_clicked(self, _button) -> None:
+        self.random_box.setEnabled(self.use_random.isChecked())
+        self._changed()
 
     def values(self) -> tuple[float, float, int]:
         return self.val.value() / 100, self.test.value() / 100, self.seed.value()

@@ -26,7 +26,8 @@ from engine.errors import ConfigError, UserError
 def _custom_config(root: Path) -> RunConfig:
     """A config in which every value differs from its default, with two phases that train different stages."""
     config = RunConfig(
-        data=DataConfig(source=str(root / "pictures"), val_fraction=0.15, test_fraction=0.1, split_seed=7),
+        data=DataConfig(source=str(root / "pictures"), val_fraction=0.15, test_fraction=0.1, split_seed=7,
+                        split="random"),
         model=ModelConfig(name="torchvision:mobilenet_v2", weights=str(root / "weights" / "mine.safetensors")),
         strategy="custom",
         epochs=9,

@@ -5,10 +5,11 @@ only the pictures on screen."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import threading
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 
 from engine.data import scan
 from engine.errors import UserError
@@ -142,10 +143,16 @@ def test_a_re_split_is_exactly_what_a_new_scan_gives(tmp_path, layout):
         (root / "labels.csv").write_text("\n".join(lines) + "\n")
         root = root / "labels.csv"
     first = scan(root, val_fraction=0.2, seed=0)
-    again = resplit(first, 0.4, 0.2, 5)
-    fresh = scan(root, val_fraction=0.4, test_fraction=0.2, seed=5)
-    assert again.samples == fresh.samples
-    assert [a.kind for a in again.health.advice] == [a.kind for a in fresh.health.advice]
+    for split in ("auto", "random"):
+        again = resplit(first, 0.4, 0.2, 5, split)
+        fresh = scan(root, val_fraction=0.4, test_fraction=0.2, seed=5, split=split)
+        assert again.samples == fresh.samples and again.split_source == fresh.split_source
+        assert [a.kind for a in again.health.advice] == [a.kind for a in fresh.health.advice]
+
+
+def click_radio(qtbot, button) -> None:
+    """Click a radio button on its indicator (its centre may lie beyond its label in a wide layout)."""
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton, pos=QPoint(8, button.height() // 2))
 
 
 def test_folders_with_their_own_split_keep_it(qtbot, window, tmp_path):
@@ -154,9 +161,27 @@ def test_folders_with_their_own_split_keep_it(qtbot, window, tmp_path):
     make_class_folders(root / "val", per_class=2)
     open_and_wait(qtbot, window, root)
     split = window.data_page.split
-    assert split.use_folders.isChecked() and not split.use_random.isEnabled()
+    assert split.use_folders.isChecked() and split.use_random.isEnabled()
     assert not split.random_box.isEnabled()
     assert "train and val folders" in split.note.text()
+    assert window.project.dataset.counts()["val"] == {"blue": 2, "green": 2, "red": 2}
+
+    # Split at random instead: all 24 pictures pooled, a quarter of each class drawn for validation.
+    click_radio(qtbot, split.use_random)
+    assert split.random_box.isEnabled()
+    split.val.setValue(25)
+    assert window.project.config.data.split == "random" and window.project.config.data.val_fraction == 0.25
+    index = window.project.dataset
+    assert index.split_source == "random"
+    assert index.counts()["val"] == {"blue": 2, "green": 2, "red": 2}  # 25 % of 8 per class, drawn from both folders
+    drawn = {Path(s.path).parent.parent.name for s in index.samples if s.split == "val"}
+    assert index.samples == scan(root, val_fraction=0.25, split="random").samples  # what training will use
+    assert drawn <= {"train", "val"} and "pooled" in split.note.text()
+
+    # And back to the folders' own split.
+    click_radio(qtbot, split.use_folders)
+    assert window.project.config.data.split == "auto" and window.project.dataset.split_source == "folders"
+    assert {Path(s.path).parent.parent.name for s in window.project.dataset.samples if s.split == "val"} == {"val"}
 
 
 def test_double_click_shows_a_larger_preview_with_the_file_facts(qtbot, window, tiny_dataset):
