@@ -55,6 +55,9 @@ class MainWindow(QMainWindow):
         from gui.training_steps import TrainingSteps
 
         self.training = TrainingSteps(self)
+        from gui.result_steps import ResultSteps
+
+        self.results = ResultSteps(self)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.steps)
@@ -305,6 +308,7 @@ class MainWindow(QMainWindow):
         self.drafts.timer.stop()
         self.data_page.shutdown()
         self.training.shutdown()
+        self.results.shutdown()
 
     # -- the draft left by a crash ---------------------------------------------------------------------------
 
