@@ -52,3 +52,58 @@ def require_shared(*paths: Path) -> None:
     missing = [p for p in paths if not p.exists()]
     if missing:
         pytest.skip(f"needs {missing[0]} (only on the project's own machines)")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and far faster on a machine whose cores are busy with other work.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def _tiny_run_template(tmp_path_factory) -> Path:
+    """One short real run, trained once per test session: timm's test_resnet from random weights, one epoch, on
+    three colour classes of 8 pictures with validation and test pictures (so it makes a few mistakes)."""
+    import torch
+
+    from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from engine.train import fit
+
+    data = make_class_folders(tmp_path_factory.mktemp("tiny-run-data") / "colours", per_class=8)
+    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
+                       model=ModelConfig("timm:test_resnet", "none"), strategy="fine-tune-deep", epochs=1, lr=0.01,
+                       train=TrainConfig(batch_size=8, workers=0, warmup_epochs=0.0, augment="none"),
+                       out=str(tmp_path_factory.mktemp("tiny-runs")))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = fit(config)
+    finally:
+        torch.set_num_threads(before)
+    assert result.status == "completed", result.error
+    return Path(result.run_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(_tiny_run_template, tmp_path_factory) -> Path:
+    """A copy of the session's tiny run folder for this test module, which may write into it (evaluation.json,
+    exports) or break it."""
+    import shutil
+
+    target = tmp_path_factory.mktemp("tiny-run-copy") / _tiny_run_template.name
+    shutil.copytree(_tiny_run_template, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def tiny_run_data(_tiny_run_template) -> Path:
+    """The pictures the tiny run was trained on (read-only by convention)."""
+    from engine.config import load
+
+    return Path(load(_tiny_run_template / "config.toml").data.source)

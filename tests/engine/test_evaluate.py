@@ -12,11 +12,9 @@ import pytest
 import torch
 
 from conftest import make_class_folders
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import UserError
 from engine.evaluate import EVALUATION, calibration_bins, compute_split, evaluate_run, load_evaluation
 from engine.predict import Stopped
-from engine.train import fit
 
 # Eight pictures of three classes a, b, c: true label, class probabilities, and (worked out below) the prediction.
 LABELS = [0, 0, 0, 1, 1, 2, 2, 2]
@@ -102,29 +100,18 @@ def test_a_class_missing_from_the_split_does_not_drag_the_macro_means():
 # --- a whole run ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and far faster on a machine whose cores are busy with other work.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_class_folders(tmp_path_factory.mktemp("eval") / "colours", per_class=8)
+def data(tiny_run_data):
+    return tiny_run_data
 
 
 @pytest.fixture(scope="module")
-def run_dir(data, tmp_path_factory) -> Path:
-    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
-                       model=ModelConfig("timm:test_resnet", "none"), strategy="fine-tune-deep", epochs=1, lr=0.01,
-                       train=TrainConfig(batch_size=8, workers=0, warmup_epochs=0.0, augment="none"),
-                       out=str(tmp_path_factory.mktemp("eval-runs")))
-    result = fit(config)
-    assert result.status == "completed", result.error
-    return Path(result.run_dir)
+def run_dir(tiny_run) -> Path:
+    """A copy of the session's tiny trained run (see conftest)."""
+    return tiny_run
 
 
 def test_a_run_is_evaluated_on_its_own_validation_and_test_pictures(run_dir):

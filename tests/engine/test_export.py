@@ -13,39 +13,26 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, make_class_folders
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from conftest import REPO
 from engine.errors import UserError
 from engine.evaluate import evaluate_run
 from engine.export import CARD, export_run, model_card
 from engine.predict import load_run_model, predict_paths
-from engine.train import fit
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and far faster on a machine whose cores are busy with other work.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_class_folders(tmp_path_factory.mktemp("export") / "colours", per_class=8)
+def data(tiny_run_data):
+    return tiny_run_data
 
 
 @pytest.fixture(scope="module")
-def run_dir(data, tmp_path_factory) -> Path:
-    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25),
-                       model=ModelConfig("timm:test_resnet", "none"), strategy="fine-tune-deep", epochs=1, lr=0.01,
-                       train=TrainConfig(batch_size=8, workers=0, warmup_epochs=0.0, augment="none"),
-                       out=str(tmp_path_factory.mktemp("export-runs")))
-    result = fit(config)
-    assert result.status == "completed", result.error
-    evaluate_run(result.run_dir, device="cpu")  # so that the model card has per-class metrics
-    return Path(result.run_dir)
+def run_dir(tiny_run) -> Path:
+    """A copy of the session's tiny trained run (see conftest)."""
+    evaluate_run(tiny_run, device="cpu")  # so that the model card has per-class metrics
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +106,7 @@ def test_the_model_card_tells_data_metrics_weights_and_limits(exports, run_dir):
     for heading in ("## Model", "## Source weights and licence", "## Data", "## Metrics", "## Export checks",
                     "## Known limits"):
         assert heading in card
-    assert "| blue | 6 | 2 |" in card and "| **total** | 18 | 6 |" in card  # 8 per class, a quarter for validation
+    assert "| blue | 4 | 2 | 2 |" in card and "| **total** | 12 | 6 | 6 |" in card  # 8 per class: a quarter to val, a quarter to test
     evaluation = json.loads((run_dir / "evaluation.json").read_text())["splits"]["val"]
     assert f"Accuracy {100 * evaluation['accuracy']:.1f} %" in card
     assert "no pretrained weights were used" in card

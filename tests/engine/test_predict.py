@@ -12,37 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_class_folders
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import UserError
 from engine.images import load_rgb
 from engine.predict import Stopped, expand_paths, heat_map, load_run_model, predict_paths, write_csv
-from engine.train import fit
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and far faster on a machine whose cores are busy with other work.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_class_folders(tmp_path_factory.mktemp("predict") / "colours", per_class=8)
+def data(tiny_run_data):
+    return tiny_run_data
 
 
 @pytest.fixture(scope="module")
-def run_dir(data, tmp_path_factory) -> Path:
-    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25),
-                       model=ModelConfig("timm:test_resnet", "none"), strategy="fine-tune-deep", epochs=1, lr=0.01,
-                       train=TrainConfig(batch_size=8, workers=0, warmup_epochs=0.0, augment="none"),
-                       out=str(tmp_path_factory.mktemp("predict-runs")))
-    result = fit(config)
-    assert result.status == "completed", result.error
-    return Path(result.run_dir)
+def run_dir(tiny_run) -> Path:
+    """A copy of the session's tiny trained run (see conftest)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import Qt
 
-from conftest import make_class_folders
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.evaluate import EVALUATION, evaluate_run, load_evaluation
-from engine.train import fit
 from gui.evaluate_page import EvaluatePage
 from gui.result_widgets import percent
 from gui.steps import StepState
@@ -23,30 +19,18 @@ from gui.steps import StepState
 LEFT = Qt.MouseButton.LeftButton
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and far faster on a machine whose cores are busy with other work.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_class_folders(tmp_path_factory.mktemp("gui-eval") / "colours", per_class=8)
+def data(tiny_run_data):
+    return tiny_run_data
 
 
 @pytest.fixture(scope="module")
-def run_dir(data, tmp_path_factory) -> Path:
-    """One short real run, with validation and test pictures; it makes mistakes (one epoch from random weights)."""
-    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
-                       model=ModelConfig("timm:test_resnet", "none"), strategy="fine-tune-deep", epochs=1, lr=0.01,
-                       train=TrainConfig(batch_size=8, workers=0, warmup_epochs=0.0, augment="none"),
-                       out=str(tmp_path_factory.mktemp("gui-eval-runs")))
-    result = fit(config)
-    assert result.status == "completed", result.error
-    return Path(result.run_dir)
+def run_dir(tiny_run) -> Path:
+    """A copy of the session's tiny trained run (see conftest)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

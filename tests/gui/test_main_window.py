@@ -15,7 +15,7 @@ from engine.demo import DEMO_CLASSES, DEMO_PER_CLASS, demo_folder
 from engine.project import draft_path, open_project
 from gui.main_window import MainWindow
 from gui.settings import file_settings
-from gui.steps import STEPS, PlaceholderPage, StepState
+from gui.steps import StepState
 
 
 def make_window(qtbot, tmp_path, answers=None):
