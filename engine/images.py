@@ -8,7 +8,9 @@ converted to 8-bit RGB (transparency is composited on white, 16-bit values are s
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,11 @@ def load_rgb(
     except PermissionError:
         raise ImageError("The file cannot be read (permission denied).") from None
     except FileNotFoundError:
-        raise ImageError("The file does not exist.") from None
+        raise ImageError(_missing_message(Path(path))) from None
     except IsADirectoryError:
         raise ImageError("This is a folder, not a picture.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(_too_large_message(None, max_pixels)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(_too_large_message(_bomb_pixels(error), max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageError(
             "The file is not a picture (it could not be recognised as a JPEG, PNG, BMP, GIF, TIFF or WebP image)."
@@ -65,6 +67,9 @@ def load_rgb(
     except (OSError, SyntaxError, EOFError) as error:
         if "truncated" in str(error).lower() or isinstance(error, EOFError):
             raise ImageError("The picture is cut short (the file is truncated or damaged).") from None
+        if isinstance(error, OSError) and error.errno == errno.ELOOP:
+            raise ImageError("The file is a link that leads back to itself (a loop of symbolic links): remove the "
+                             "link.") from None
         if isinstance(error, OSError) and error.strerror and error.filename:
             raise ImageError(f"The file cannot be read ({error.strerror.lower()}).") from None
         raise ImageError("The picture is damaged and cannot be decoded.") from None
@@ -99,11 +104,29 @@ def _load_rgb(path: Path, max_pixels: int, draft_size: tuple[int, int] | None) -
         return _to_rgb(img)
 
 
-def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:
+def _missing_message(path: Path) -> str:
+    if path.is_symlink():  # a link whose picture was moved or deleted
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "another file"
+        return f"The file is a link to {target}, which does not exist: put the picture back or remove the link."
+    return "The file does not exist."
+
+
+def _bomb_pixels(error: Exception) -> int | None:
+    """The pixel count in Pillow's decompression-bomb message ("Image size (1600000000 pixels) exceeds ...")."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else None
+
+
+def _too_large_message(size: tuple[int, int] | int | None, max_pixels: int) -> str:
     amount = f"{max_pixels / 1e6:g} million" if max_pixels >= 1_000_000 else str(max_pixels)
     limit = f"the limit is {amount} pixels"
     if size is None:
         return f"The picture is too large to open safely ({limit})."
+    if isinstance(size, int):  # refused by Pillow before its width and height were known to us
+        return f"The picture is too large ({size / 1e6:,.0f} million pixels; {limit})."
     return f"The picture is too large ({size[0]} x {size[1]} pixels; {limit})."
 
 

@@ -133,6 +133,8 @@ class ModelLibrary:
                 entry = ImportedWeights(**data)
             except (OSError, ValueError, TypeError):
                 continue  # a damaged entry is skipped, not fatal
+            if not self._holds(entry.path):
+                continue  # an entry naming a file elsewhere was not written here: never use (or delete) that file
             if Path(entry.path).is_file():
                 entries.append(entry)
         return sorted(entries, key=lambda e: e.imported, reverse=True)
@@ -141,8 +143,18 @@ class ModelLibrary:
         return [e for e in self.imported() if e.architecture == architecture]
 
     def remove(self, entry: ImportedWeights) -> None:
+        """Delete an imported file and its note; only ever files inside the library's folder."""
+        if not self._holds(entry.path):
+            raise ModelError(f"{entry.label} is not stored in the model library {self.root}, so it was not deleted.")
         Path(entry.path).unlink(missing_ok=True)
         Path(entry.path).with_suffix(".json").unlink(missing_ok=True)
+
+    def _holds(self, path: str) -> bool:
+        """Whether ``path`` is a file directly inside the library's folder (links resolved)."""
+        try:
+            return Path(path).resolve().parent == self.root.resolve()
+        except (OSError, RuntimeError, TypeError, ValueError):
+            return False
 
     def _write_entry(self, entry: ImportedWeights) -> None:
         runs.atomic_write_json(Path(entry.path).with_suffix(".json"), dataclasses.asdict(entry))

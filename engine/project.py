@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import tomli_w
 
-from engine.config import DataConfig, ModelConfig, RunConfig, from_dict, to_dict
+from engine.config import DataConfig, ModelConfig, RunConfig, from_dict, to_dict, toml_problem
 from engine.errors import ConfigError
 
 __all__ = [
@@ -176,8 +176,12 @@ def open_project(path: str | os.PathLike, *, data_dir: str | os.PathLike | None 
         raise ConfigError(f"The project file {path} does not exist (was it moved or deleted?).") from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder, not a project file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"The project file {path} cannot be read ({exc.__class__.__name__}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"The project file {path} cannot be read: it is not text (it may be damaged). Open "
+                          "another copy of it, or make a new project.") from None
+    except OSError as exc:
+        raise ConfigError(f"The project file {path} cannot be read ({(exc.strerror or str(exc)).lower()})."
+                          ) from None
     return loads_project(text, path, data_dir=data_dir)
 
 
@@ -188,7 +192,9 @@ def loads_project(text: str, path: str | os.PathLike, *, data_dir: str | os.Path
     try:
         document = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path.name} is not a Transfer Studio project: it is not valid TOML ({exc}).") from None
+        raise ConfigError(f"{path.name} is not a Transfer Studio project: it is not valid TOML ({toml_problem(exc)}). "
+                          "It may be damaged or cut short: open another copy of it, or correct it in a text editor."
+                          ) from None
     header = document.get("project")
     if not isinstance(header, dict) or header.get("format") != PROJECT_FORMAT:
         raise ConfigError(f"{path.name} is not a Transfer Studio project file (it has no [project] table "
@@ -205,6 +211,10 @@ def loads_project(text: str, path: str | os.PathLike, *, data_dir: str | os.Path
     unknown = sorted(set(document) - {"project", "config"})
     if unknown:
         raise ConfigError(f"{path.name} has an unknown section [{unknown[0]}]: remove it or check its spelling.")
+    unknown = sorted(set(header) - {"format", "version", "name"})
+    if unknown:
+        raise ConfigError(f"{path.name} has an unknown setting '{unknown[0]}' in [project]: remove it or check its "
+                          "spelling (known settings: format, version, name).")
     raw = document.get("config", {})
     if not isinstance(raw, dict):
         raise ConfigError(f"The [config] section of {path.name} must be a table of settings.")

@@ -258,6 +258,34 @@ def test_symlink_loop_does_not_hang(tmp_path: Path) -> None:
     assert sum(counts["train"].values()) + sum(counts["val"].values()) >= 6
 
 
+def test_class_and_file_names_with_spaces_and_non_ascii_letters(tmp_path: Path) -> None:
+    for name in ("Bäume & Sträucher", "日本 の 花"):
+        for i in range(3):
+            _picture(tmp_path / name / f"été à Zürich {i}.png", shade=40 * i)
+    index = scan(tmp_path)
+    assert index.classes == ["Bäume & Sträucher", "日本 の 花"]
+    assert len(index.samples) == 6 and index.health.unreadable == []
+    assert json.loads(json.dumps(index.to_dict(with_samples=True), ensure_ascii=False))["classes"] == index.classes
+
+
+def test_a_folder_that_cannot_be_read_is_reported_and_the_rest_is_used(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _classes(tmp_path, {"a": 3, "b": 3})
+    locked = tmp_path / "a" / "locked"
+    _picture(locked / "hidden-from-us.png")
+    real_scandir = os.scandir
+
+    def scandir(path=".") -> object:  # chmod 000 on a folder stops everyone but root: refuse it here instead
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    index = scan(tmp_path)
+    assert index.health.unreadable == [Problem(str(locked), "The folder cannot be read (permission denied).")]
+    assert len(index.samples) == 6
+
+
 # --- errors --------------------------------------------------------------------------------------------------------
 
 

@@ -218,3 +218,74 @@ def test_garbage_after_a_valid_signature_raises_only_image_error(tmp_path: Path,
         load_rgb(path)
     message = str(info.value)
     assert message.endswith(".") and "\n" not in message
+
+
+# --- more bad and odd pictures (issue #8) --------------------------------------------------------------------------
+
+
+def test_a_one_pixel_picture_decodes(tmp_path: Path) -> None:
+    path = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (9, 99, 199)).save(path)
+    img = load_rgb(path)
+    _assert_rgb(img)
+    assert img.size == (1, 1) and _pixel(img, 0, 0) == (9, 99, 199)
+
+
+def test_names_with_spaces_and_non_ascii_letters_decode(tmp_path: Path) -> None:
+    folder = tmp_path / "Bäume und Sträucher"
+    folder.mkdir()
+    path = _noise_jpeg(folder / "été à Zürich 日本 01.jpg")
+    assert check_image(path) is None
+    assert load_rgb(str(path)).size == (96, 64)
+
+
+def test_real_decompression_bombs_are_refused_before_decoding(tmp_path: Path) -> None:
+    # A valid PNG of 9000 x 9000 pixels in 10 KB: it would decode, so only the size limit stops it.
+    valid = tmp_path / "valid-bomb.png"
+    Image.new("1", (9000, 9000)).save(valid)
+    assert valid.stat().st_size < 100_000
+    assert check_image(valid) == "The picture is too large (9000 x 9000 pixels; the limit is 64 million pixels)."
+    # A 16 x 16 JPEG whose header claims 60000 x 60000: Pillow itself refuses it on opening; the sentence still
+    # gives the size (decoding would have found it damaged instead).
+    claimed = tmp_path / "claims-60000.jpg"
+    Image.new("RGB", (16, 16), "grey").save(claimed)
+    data = bytearray(claimed.read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
+    claimed.write_bytes(bytes(data))
+    assert check_image(claimed) == "The picture is too large (3,600 million pixels; the limit is 64 million pixels)."
+    header_only = tmp_path / "huge.png"
+    header_only.write_bytes(_png_header(40000, 40000))
+    assert check_image(header_only) == ("The picture is too large (1,600 million pixels; the limit is 64 million "
+                                        "pixels).")
+
+
+def test_links_that_loop_or_lead_nowhere(tmp_path: Path) -> None:
+    a, b, moved = tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "moved.jpg"
+    try:
+        a.symlink_to(b)
+        b.symlink_to(a)
+        moved.symlink_to(tmp_path / "old" / "photo.jpg")
+    except OSError:
+        pytest.skip("symbolic links are not available here")
+    loop = "The file is a link that leads back to itself (a loop of symbolic links): remove the link."
+    assert check_image(a) == loop and check_image(b) == loop
+    assert check_image(moved) == (f"The file is a link to {tmp_path / 'old' / 'photo.jpg'}, which does not exist: "
+                                  "put the picture back or remove the link.")
+    assert check_image(tmp_path / "never-there.jpg") == "The file does not exist."
+
+
+def test_chmod_000_makes_a_picture_unreadable(tmp_path: Path) -> None:
+    path = _noise_jpeg(tmp_path / "locked.jpg")
+    path.chmod(0)
+    try:
+        try:
+            path.read_bytes()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("chmod 000 does not stop this process from reading (it runs as root, or the file system "
+                        "ignores permissions): test_permission_denied checks the same sentence with a refused open")
+        assert check_image(path) == "The file cannot be read (permission denied)."
+    finally:
+        path.chmod(0o644)

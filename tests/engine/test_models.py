@@ -274,12 +274,37 @@ def test_truncated_files(tmp_path, request, good):
         build_model("torchvision:mobilenet_v2", str(path), 3)
 
 
-def test_an_empty_file(tmp_path):
-    path = tmp_path / "empty.pth"
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_an_empty_file(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
     path.write_bytes(b"")
     with pytest.raises(ModelError) as info:
         read_weight_file(path)
-    assert "damaged or truncated" in _message(info)
+    assert _message(info) == (f"empty{suffix} is empty (0 bytes), so it holds no weights: copy or download it again, "
+                              "or choose another file.")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("content", [
+    b"\x00" * 64,  # safetensors' reader: an impossible header
+    b"PK\x03\x04" + b"\x00" * 60,  # torch's zip reader: a broken archive
+    b"\x80\x02" + b"\x00" * 10,  # a pickle that breaks off: damaged, not unsafe
+    pickle.dumps({"conv.weight": [0.0] * 50})[:40],  # a plain pickle cut short
+], ids=["safetensors", "zip", "pickle-garbage", "pickle-cut"])
+def test_damaged_files_are_called_damaged_in_plain_words(tmp_path, content):
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(content)
+    with pytest.raises(ModelError) as info:
+        read_weight_file(path)
+    text = _message(info)
+    assert text.startswith("damaged.pth cannot be read as a weight file: it is damaged or truncated")
+    assert text.endswith("Copy or download it again, or choose another file.") and "refused" not in text
+    renamed = tmp_path / "damaged.safetensors"  # never unpickled under this name, whatever it holds
+    renamed.write_bytes(content)
+    with pytest.raises(ModelError) as info:
+        read_weight_file(renamed)
+    text = _message(info)
+    assert "Error" not in text and ("damaged or truncated" in text or "is not a safetensors file" in text)
 
 
 def test_a_file_without_tensors(tmp_path):

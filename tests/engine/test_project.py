@@ -109,6 +109,8 @@ def test_a_new_project_saves_its_runs_beside_its_file(tmp_path):
     ('[project]\nformat = "transfer-studio-project"\n[config]\nstrategy = "magic"\n', "Unknown strategy 'magic'"),
     ('[project]\nformat = "transfer-studio-project"\n[config.train]\nbatch_size = "big"\n', "whole number"),
     ('[project]\nformat = "transfer-studio-project"\n[extras]\na = 1\n', "unknown section [extras]"),
+    ('[project]\nformat = "transfer-studio-project"\ntitle = "x"\n', "unknown setting 'title' in [project]"),
+    ('[project]\nformat = "transfer-studio-project"\n[config]\nlearning_rate = 0.1\n', "unknown setting 'learning_rate'"),
 ])
 def test_a_broken_project_file_is_refused_with_a_sentence(tmp_path, text, words):
     path = tmp_path / "broken.tsproj"
@@ -118,6 +120,25 @@ def test_a_broken_project_file_is_refused_with_a_sentence(tmp_path, text, words)
     message = str(caught.value)
     assert words.lower() in message.lower()
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_damaged_project_file_says_what_happened_and_what_to_do(tmp_path):
+    whole = save_project(Project("Leaves", RunConfig()), tmp_path / "whole.tsproj").path
+    cut = tmp_path / "cut.tsproj"
+    cut.write_text(Path(whole).read_text(encoding="utf-8")[:60], encoding="utf-8")  # a save cut short
+    with pytest.raises(ConfigError) as caught:
+        open_project(cut, data_dir=tmp_path / "data")
+    message = str(caught.value)
+    assert message.startswith("cut.tsproj is not a Transfer Studio project: it is not valid TOML (")
+    assert message.endswith("It may be damaged or cut short: open another copy of it, or correct it in a text "
+                            "editor.")
+    garbage = tmp_path / "garbage.tsproj"
+    garbage.write_bytes(b"\x00\x01\x02\xff\xfe garbage")
+    with pytest.raises(ConfigError) as caught:
+        open_project(garbage, data_dir=tmp_path / "data")
+    assert str(caught.value) == (f"The project file {garbage} cannot be read: it is not text (it may be damaged). "
+                                 "Open another copy of it, or make a new project.")
+    assert Path(whole).is_file()  # opening damaged projects changed nothing
 
 
 def test_a_missing_project_file_says_so(tmp_path):
