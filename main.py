@@ -4,6 +4,7 @@
     python main.py train --data DIR --model torchvision:mobilenet_v2 --weights FILE \\
                          --strategy feature-extraction --epochs 5 --out runs
     python main.py train CONFIG.toml                 repeat a run (a run folder's config.toml) or a saved project
+    python main.py train --resume RUN                continue a stopped or interrupted run from its checkpoint
     python main.py scan DIR [--json]                 dataset summary and health report
     python main.py models [FILTER]                   the model catalogue
     python main.py evaluate RUN [--data DIR] [--json]            metrics, confusion matrix, mistakes, calibration
@@ -45,13 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train a model. Give a CONFIG.toml (a run folder's config.toml repeats that "
                            "run) or --data and --model; options given with a CONFIG override it.")
     train.add_argument("config", nargs="?", help="a config.toml to repeat")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in this run folder from its last checkpoint "
+                       "(written every epoch, every few minutes and when stopped), with its own settings; only "
+                       "--device and --workers may be given with it")
     train.add_argument("--data", help="folder of class sub-folders, train/ val/ [test/] folders, or a CSV path,label")
     train.add_argument("--model", help="timm:<name> or torchvision:<name> (see: models)")
     train.add_argument("--weights", help="pretrained, none, or a weight file (.safetensors .pth .pt .bin)")
     train.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "custom"])
     train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float, help="learning rate of the new head")
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--batch-size", type=int, help="pictures per step (0 = automatic, the default)")
     train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--schedule", choices=SCHEDULES)
     train.add_argument("--augment", choices=AUGMENTATIONS)
@@ -61,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--workers", type=int, help="data-loading processes (-1 = automatic)")
     train.add_argument("--seed", type=int)
-    train.add_argument("--val-fraction", type=float, help="validation share when the data has no split")
+    train.add_argument("--val-fraction", type=float, help="validation share when the split is drawn")
+    train.add_argument("--split", choices=("auto", "random"),
+                       help="auto: the data's own train/val split when it has one (default); random: pool every "
+                            "picture and draw the split")
     train.add_argument("--out", help="folder for run folders (default: runs)")
     train.add_argument("--name", help="label for the run folder")
 
@@ -69,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("data", help="a folder or a CSV of path,label")
     scan.add_argument("--json", action="store_true", help="print the summary as JSON")
     scan.add_argument("--val-fraction", type=float, default=0.2)
+    scan.add_argument("--split", choices=("auto", "random"), default="auto",
+                      help="auto: the data's own train/val split when it has one; random: draw it")
     scan.add_argument("--seed", type=int, default=0)
 
     models = sub.add_parser("models", help="list the model catalogue")
@@ -120,7 +129,8 @@ def config_from_args(args) -> "RunConfig":
                             "name": args.name}.items() if v is not None}
     if {"strategy", "epochs", "lr"} & top.keys():
         top["phases"] = ()  # the saved phases belonged to the old strategy: resolve them again
-    data = {k: v for k, v in {"source": args.data, "val_fraction": args.val_fraction}.items() if v is not None}
+    data = {k: v for k, v in {"source": args.data, "val_fraction": args.val_fraction, "split": args.split}.items()
+            if v is not None}
     model = {k: v for k, v in {"name": args.model, "weights": args.weights}.items() if v is not None}
     train = {k: v for k, v in {
         "batch_size": args.batch_size, "optimizer": args.optimizer, "schedule": args.schedule,
@@ -157,7 +167,8 @@ class ConsoleReporter:
             self._line(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, ev.RunStarted):
             self.run_dir = event.run_dir
-            self._line(f"Run folder: {event.run_dir}")
+            self._line(f"Run folder: {event.run_dir}"
+                       + (f" (resumed after {event.epochs_done} epochs)" if event.resumed else ""))
         elif isinstance(event, ev.EpochEnded):
             self._line(f"epoch {event.epoch}/{event.total_epochs} [{event.phase_name}]  "
                        f"train loss {event.train_loss:.3f} acc {event.train_acc:.3f}  "
@@ -170,10 +181,33 @@ class ConsoleReporter:
         print(text, end=end, file=self.stream, flush=True)
 
 
-def cmd_train(args) -> int:
-    from engine.train import fit
+RESUME_KEEPS = ("device", "workers")  # what --resume allows to change: the computer, not the experiment
 
-    config = config_from_args(args)
+
+def _resume_conflicts(args) -> list[str]:
+    """The options given with --resume that would change the experiment."""
+    given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+             if value is not None and name not in ("command", "debug", "resume", "config", *RESUME_KEEPS)]
+    return (["a CONFIG file"] if args.config else []) + given
+
+
+def cmd_train(args) -> int:
+    from engine.errors import ConfigError, UserError
+    from engine.train import fit, resume
+
+    if args.resume is not None:
+        from engine.runs import resume_problem
+
+        conflicts = _resume_conflicts(args)
+        if conflicts:
+            raise ConfigError(f"--resume continues a run with the settings in its folder: leave out "
+                              f"{', '.join(conflicts)} (only --device and --workers may change).")
+        problem = resume_problem(args.resume)
+        if problem:
+            raise UserError(problem)
+        config = None
+    else:
+        config = config_from_args(args)
     stop = threading.Event()
 
     def on_interrupt(signum, frame):  # first Ctrl-C: stop cleanly after this batch; second: give up at once
@@ -184,7 +218,10 @@ def cmd_train(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        result = fit(config, ConsoleReporter(), stop)
+        if config is None:
+            result = resume(args.resume, ConsoleReporter(), stop, device=args.device, workers=args.workers)
+        else:
+            result = fit(config, ConsoleReporter(), stop)
     finally:
         signal.signal(signal.SIGINT, previous)
     if result.status == "failed":
@@ -207,7 +244,7 @@ def cmd_scan(args) -> int:
         if sys.stderr.isatty():
             print(f"\rChecking pictures {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    index = scan(args.data, val_fraction=args.val_fraction, seed=args.seed, on_progress=progress)
+    index = scan(args.data, val_fraction=args.val_fraction, seed=args.seed, split=args.split, on_progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     counts = index.counts()

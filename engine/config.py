@@ -63,7 +63,7 @@ class Phase:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32
+    batch_size: int = 0  # pictures per step; 0 = automatic (engine.devices.auto_batch_size)
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     momentum: float = 0.9  # SGD only
@@ -112,7 +112,7 @@ class RunConfig:
             (t.augment in AUGMENTATIONS, f"Unknown augmentation '{t.augment}': choose one of {', '.join(AUGMENTATIONS)}."),
             (t.precision in PRECISIONS, f"Unknown precision '{t.precision}': choose one of {', '.join(PRECISIONS)}."),
             (t.channels_last in ("auto", "on", "off"), "channels_last must be auto, on or off."),
-            (t.batch_size >= 1, "The batch size must be at least 1."),
+            (t.batch_size >= 0, "The batch size must be at least 1 (or 0 to choose it automatically)."),
             (0 <= t.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
             (0 < t.layer_decay <= 1, "The layer decay must be between 0 and 1."),
             (t.warmup_epochs >= 0 and t.early_stopping >= 0, "Warm-up and early stopping cannot be negative."),
@@ -229,8 +229,17 @@ def loads(text: str) -> RunConfig:
     try:
         data = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows editors write
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"The configuration file is not valid TOML ({exc}).") from None
+        raise ConfigError(f"The configuration file is not valid TOML ({toml_problem(exc)}): correct it in a text "
+                          "editor, or use a config.toml that Transfer Studio wrote.") from None
     return from_dict(data)
+
+
+def toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's "Invalid value (at line 1, column 10)" as "invalid value at line 1, column 10"."""
+    text = str(exc)
+    text = text.replace(" (at end of document)", " at the end of the file").replace(" (at line ", " at line ")
+    text = text[:-1] if text.endswith(")") and text.count(")") > text.count("(") else text
+    return text[:1].lower() + text[1:]
 
 
 def load(path: str | os.PathLike) -> RunConfig:
@@ -239,8 +248,15 @@ def load(path: str | os.PathLike) -> RunConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"The configuration file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"The configuration file {path} cannot be read ({exc.__class__.__name__}).") from None
+    except IsADirectoryError:
+        raise ConfigError(f"The configuration file {path} cannot be read: it is a folder. Choose the config.toml "
+                          "inside a run folder.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"The configuration file {path} cannot be read: it is not text (it may be damaged). "
+                          "Choose a config.toml that Transfer Studio wrote.") from None
+    except OSError as exc:
+        raise ConfigError(f"The configuration file {path} cannot be read ({(exc.strerror or str(exc)).lower()})."
+                          ) from None
     config = loads(text)
     # Relative paths in a config file are relative to the file, so that a run folder can be moved.
     return dataclasses.replace(

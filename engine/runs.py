@@ -8,10 +8,16 @@ A run folder holds
     metrics.jsonl     one JSON object per epoch
     summary.json      status, best accuracy and epoch, epochs completed, error sentence
     best.safetensors  the weights of the best epoch
+    checkpoint.pt     everything needed to continue the run after a crash or a stop (engine.train.resume); removed
+                      when the run completes, like checkpoint-base.pt
+    checkpoint-base.pt  the weights the current phase does not train (when it trains few), so that each checkpoint
+                      holds only those it trains
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -19,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from engine.errors import UserError
 
@@ -31,6 +37,11 @@ SUMMARY = "summary.json"
 BEST = "best.safetensors"
 MODEL = "model.json"
 ERROR_LOG = "error.log"
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_BASE = "checkpoint-base.pt"  # the weights a phase does not train, saved once when it starts
+LOCK = ".lock"  # held (flock) by the process training the run, so that a second one cannot resume it meanwhile
+FULL_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -69,6 +80,88 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def rewrite_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace a JSON-lines file with exactly ``records`` (atomically: the old file or the new one, never half)."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+class RunFolderError(UserError):
+    """A run folder that cannot be written (full disk, read-only) or resumed (busy, finished, no checkpoint)."""
+
+
+class RunBusyError(RunFolderError):
+    """A run folder in which another process (or another run of this one) is training."""
+
+
+def write_problem(what: str, folder: str | os.PathLike, exc: OSError) -> str:
+    """A sentence saying why ``what`` (e.g. "the checkpoint") could not be written into ``folder``."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in FULL_DISK:
+        return f"The disk is full: {what} could not be written in {folder} ({reason}). Free some space"
+    if exc.errno in READ_ONLY:
+        return (f"The run folder {folder} cannot be written to ({reason}), so {what} could not be saved. Make the "
+                "folder writable")
+    return f"{what[0].upper()}{what[1:]} could not be written in {folder} ({reason}). Check the disk"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the run folder's lock while a run trains in it; RunFolderError when another process (or another run in
+    this one) holds it. The operating system releases the lock when the process ends, even when it is killed.
+    Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    run_dir = Path(run_dir)
+    try:
+        handle = open(run_dir / LOCK, "a+b")
+    except OSError as exc:
+        raise RunFolderError(write_problem("its lock file", run_dir, exc) + ", then try again.") from None
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunBusyError(f"The run in {run_dir} is still training (in another window or process): stop it "
+                               "there, or wait until it ends.") from None
+        yield
+    finally:
+        handle.close()
+
+
+def run_is_active(run_dir: str | os.PathLike) -> bool:
+    """Whether a process is training in ``run_dir`` right now (its lock is held)."""
+    try:
+        with run_lock(run_dir):
+            return False
+    except RunBusyError:
+        return True
+    except RunFolderError:  # the lock file cannot be made (a read-only folder): no run can be training there
+        return False
+
+
+def resume_problem(run_dir: str | os.PathLike) -> str | None:
+    """Why the run in ``run_dir`` cannot be resumed, as a sentence; None when it can (a stopped, failed or
+    interrupted run with a checkpoint). Cheap: reads only summary.json and looks for the files."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return f"The run folder {run_dir} does not exist."
+    if not (run_dir / CONFIG).is_file():
+        return f"{run_dir} is not a run folder (it has no {CONFIG}): give the folder of a run to resume."
+    summary = read_summary(run_dir)
+    if summary.get("status") == "completed":
+        done = summary.get("epochs_completed")
+        return (f"The run in {run_dir} has already completed" + (f" all its {done} epochs" if done else "")
+                + f": there is nothing to resume. To train again, start a new run from its {CONFIG}.")
+    if not (run_dir / CHECKPOINT).is_file():
+        return (f"The run in {run_dir} has no checkpoint to resume from (it ended before its first epoch, or was "
+                f"made by an older version): start it again from its {CONFIG}.")
+    if run_is_active(run_dir):
+        return f"The run in {run_dir} is still training (in another window or process): stop it there first."
+    return None
 
 
 def create_run_dir(out: str | os.PathLike, model_name: str, strategy: str, name: str = "") -> Path:

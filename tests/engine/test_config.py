@@ -252,6 +252,28 @@ def test_a_file_that_is_not_text(tmp_path):
     assert "cannot be read" in _plain_sentence(info.value)
 
 
+def test_unreadable_files_are_explained_without_python_exception_names(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xff\xfe\x00\x80 binary")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert _plain_sentence(info.value) == (f"The configuration file {path} cannot be read: it is not text (it may be "
+                                           "damaged). Choose a config.toml that Transfer Studio wrote.")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path)
+    message = _plain_sentence(info.value)
+    assert "it is a folder" in message and "Error" not in message
+
+
+@pytest.mark.parametrize("text, where", [
+    ("epochs = = 3\n", "(invalid value at line 1, column 10)"),
+    ('[train]\nbatch_size = 8\noptimizer = "ad', "(unterminated string at the end of the file)"),
+])
+def test_invalid_toml_says_where_and_what_to_do(text, where):
+    assert _error(text) == (f"The configuration file is not valid TOML {where}: correct it in a text editor, or use a "
+                            "config.toml that Transfer Studio wrote.")
+
+
 # --- validate() ----------------------------------------------------------------------------------------------------
 
 
@@ -275,7 +297,7 @@ def _phase(**changes) -> str:
     ('[train]\naugment = "heavy"\n', ["augmentation", "heavy"]),
     ('[train]\nprecision = "fp8"\n', ["precision", "fp8"]),
     ('[train]\nchannels_last = "yes"\n', ["channels_last"]),
-    ("[train]\nbatch_size = 0\n", ["batch size"]),
+    ("[train]\nbatch_size = -1\n", ["batch size"]),
     ("[train]\nlabel_smoothing = 1.0\n", ["Label smoothing"]),
     ("[train]\nlayer_decay = 0.0\n", ["layer decay"]),
     ("[train]\nearly_stopping = -1\n", ["early stopping"]),

@@ -36,7 +36,7 @@ def test_a_change_announces_the_new_settings_and_marks_the_project_modified(qtbo
 def test_settings_that_cannot_work_are_refused_and_nothing_changes(qtbot, model):
     before = model.config
     with pytest.raises(ConfigError, match="batch size"):
-        model.update_train(batch_size=0)
+        model.update_train(batch_size=-1)
     assert model.config is before and not model.is_dirty
 
 
