@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from engine import events as ev
 
@@ -71,9 +71,17 @@ class TrainingPlots(QWidget):
         self.view.setBackground(self.palette().base().color())
         self.eta_label = QLabel(" ")
         self.eta_label.setToolTip("Pictures per second over the current epoch, and the estimated time left.")
+        self.hint = QLabel("The curves appear here as soon as training starts: the loss, the accuracy, the "
+                           "learning rate, the speed, and which stages of the network are learning.")
+        self.hint.setWordWrap(True)
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setEnabled(False)  # greyed: an explanation
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.hint)
+        self.stack.addWidget(self.view)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.view)
+        layout.addWidget(self.stack)
         layout.addWidget(self.eta_label)
 
         self.loss_plot = self._plot(0, 0, "Loss", "lower is better: training per step, validation per epoch")
@@ -83,7 +91,10 @@ class TrainingPlots(QWidget):
         self.heat_plot = self.view.addPlot(row=2, col=0, colspan=2, title="Which stages are learning")
         self.heat_plot.setToolTip("Gradient size per stage (bottom: input, top: head) along training. A frozen stage "
                                   "stays dark; a stage that is retrained lights up.")
-        self.heat_plot.setLabel("bottom", "step")
+        self.heat_plot.setLabel("bottom", "training step")
+        self.heat_plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.heat_plot.getAxis("left").setWidth(110)  # room for stage names
+        self.heat_plot.setMouseEnabled(x=False, y=False)
         self.heat_image = pg.ImageItem()
         self.heat_image.setColorMap(pg.colormap.get("viridis"))
         self.heat_plot.addItem(self.heat_image)
@@ -135,6 +146,7 @@ class TrainingPlots(QWidget):
         self._remove_regions()
         self.dirty = set(GROUPS)
         self._next = 0
+        self.stack.setCurrentWidget(self.hint)
         self.redraw()
 
     def add_event(self, event) -> None:
@@ -211,6 +223,8 @@ class TrainingPlots(QWidget):
 
     def _draw(self, group: str) -> None:
         self.dirty.discard(group)
+        if self.stack.currentWidget() is self.hint and any(v.n for v in self.series.values()):
+            self.stack.setCurrentWidget(self.view)
         s = self.series
         if group == "loss":
             self.step_loss.setData(s["step_loss"].x, s["step_loss"].y)

@@ -20,6 +20,7 @@ STATUS_WORDS = {"completed": "Completed", "stopped": "Stopped", "failed": "Faile
 
 class RunHistory(QWidget):
     runsChanged = Signal(int)
+    resumeRequested = Signal(str)  # the folder of a stopped, failed or interrupted run to continue
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -39,6 +40,12 @@ class RunHistory(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("Read the runs folder again.")
         self.refresh_button.clicked.connect(self.refresh)
+        self.resume_button = QPushButton("Resume run")
+        self.resume_button.setToolTip("Continue the selected run from its last checkpoint, in the same folder (for a "
+                                      "run that was stopped, failed or interrupted by a crash).")
+        self.resume_button.setEnabled(False)
+        self.resume_button.clicked.connect(self._resume_clicked)
+        self.busy = False  # a run is training: nothing can be resumed meanwhile
 
         self.compare = pg.GraphicsLayoutWidget()
         self.compare.setBackground(self.palette().base().color())
@@ -54,6 +61,7 @@ class RunHistory(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         bar = QHBoxLayout()
         bar.addWidget(self.hint, 1)
+        bar.addWidget(self.resume_button)
         bar.addWidget(self.refresh_button)
         top_layout.addLayout(bar)
         top_layout.addWidget(self.table)
@@ -102,7 +110,37 @@ class RunHistory(QWidget):
             self.table.selectRow(row)
         self.table.setSelectionMode(mode)
 
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self._update_resume()
+
+    def resumable(self) -> str | None:
+        """The selected run's folder when exactly one run is selected and it can be resumed."""
+        rows = self.selected_rows()
+        if len(rows) != 1 or self.busy:
+            return None
+        path = self.infos[rows[0]].path
+        return path if runs.resume_problem(path) is None else None
+
+    def _update_resume(self) -> None:
+        rows = self.selected_rows()
+        path = self.resumable()
+        self.resume_button.setEnabled(path is not None)
+        if path is not None:
+            self.resume_button.setToolTip(f"Continue {Path(path).name} from its last checkpoint, in the same folder.")
+        elif len(rows) == 1 and not self.busy:
+            self.resume_button.setToolTip(runs.resume_problem(self.infos[rows[0]].path) or "")
+        else:
+            self.resume_button.setToolTip("Select one stopped, failed or interrupted run to continue it from its "
+                                          "last checkpoint.")
+
+    def _resume_clicked(self) -> None:
+        path = self.resumable()
+        if path is not None:
+            self.resumeRequested.emit(path)
+
     def _show_selected(self) -> None:
+        self._update_resume()
         for plot in (self.acc_plot, self.loss_plot):
             plot.clear()
         self.legend.clear()

@@ -37,7 +37,11 @@ def _combo(items, tip: str) -> QComboBox:
     box = QComboBox()
     for key, label in items:
         box.addItem(label, key)
+        box.setItemData(box.count() - 1, label, Qt.ItemDataRole.ToolTipRole)
     box.setToolTip(tip)
+    # Shrinks with the settings column (the open list still shows the whole labels).
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(14)
     return box
 
 
@@ -54,14 +58,19 @@ class TrainSettings(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.epochs = QSpinBox(minimum=1, maximum=1000)
         self.epochs.setToolTip("How many times the model sees every training picture. More epochs can fit "
                                "better, but take longer and may over-fit small datasets.")
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=1.0, singleStep=0.0005)
         self.lr.setToolTip("How big the learning steps of the new head are; retrained layers use a fraction of it. "
                            "Lower it if the loss jumps around or becomes NaN.")
-        self.batch = QSpinBox(minimum=1, maximum=1024)
-        self.batch.setToolTip("Pictures per learning step. Larger is faster on a GPU but needs more memory.")
+        self.batch = QSpinBox(minimum=0, maximum=1024)
+        self.batch.setSpecialValueText("Automatic")
+        self.batch.setToolTip("Pictures per learning step. Automatic chooses for your computer (and takes fewer at "
+                              "a time if the GPU runs out of memory). Larger is faster on a GPU but needs more "
+                              "memory.")
         self.optimizer = _combo(OPTIMIZERS, "How the weights are updated from the gradients.")
         self.schedule = _combo(SCHEDULES, "How the learning rate changes during each phase.")
         self.augment = _combo(AUGMENTS, "Random changes to the training pictures so that the model learns what "
@@ -180,8 +189,12 @@ class TrainPanel(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.epoch_bar = QProgressBar()
         self.epoch_bar.setFormat("Epoch: %p %")
+        self.epoch_bar.setValue(0)
+        self.epoch_bar.setToolTip("How far the current epoch (one pass over the training pictures) is.")
         self.run_bar = QProgressBar()
         self.run_bar.setFormat("Run: %v of %m epochs")
+        self.run_bar.setValue(0)
+        self.run_bar.setToolTip("Epochs finished out of all the epochs of the run (every phase together).")
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         self.log = QPlainTextEdit(readOnly=True)
@@ -197,7 +210,10 @@ class TrainPanel(QWidget):
         box_layout.addWidget(self.settings)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(box)
+        left.setMinimumWidth(380)
         left_layout.addWidget(scroll, 1)
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button):
@@ -217,10 +233,12 @@ class TrainPanel(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(right)
-        self.splitter.setSizes([330, 800])
+        self.splitter.setSizes([420, 800])
+        self.splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.splitter)
 
+        self.history.resumeRequested.connect(self.resume_run)
         self.controller.event.connect(self.on_event)
         self.controller.finished.connect(self.on_finished)
         self._update_buttons()
@@ -230,6 +248,8 @@ class TrainPanel(QWidget):
     def set_config(self, config: RunConfig) -> None:
         self.base_config = config
         self.settings.load(config)
+        if not self.running:
+            self.run_bar.setRange(0, max(1, config.total_epochs))
         self.history.set_folder(config.out)
         self._update_buttons()
 
@@ -271,6 +291,23 @@ class TrainPanel(QWidget):
         self.controller.start(config, dataset)
         self._update_buttons()
 
+    def resume_run(self, run_dir: str) -> None:
+        """Continue a stopped, failed or interrupted run from its checkpoint (the Run history's Resume button)."""
+        from engine import runs
+
+        if self.running:
+            return
+        self.plots.load_records(runs.read_metrics(run_dir))  # the epochs it has done; the rest come live
+        self.plots.start()
+        self.log.clear()
+        self.run_dir = run_dir
+        self.last_result = None
+        self.epoch_bar.setValue(0)
+        self.status.setText(f"Resuming {Path(run_dir).name} from its last checkpoint ...")
+        self.tabs.setCurrentWidget(self.plots)
+        self.controller.continue_run(run_dir)
+        self._update_buttons()
+
     def toggle_pause(self) -> None:
         if self.controller.paused:
             self.controller.resume()
@@ -298,6 +335,7 @@ class TrainPanel(QWidget):
         self.pause_button.setText("Resume" if self.controller.paused else "Pause")
         self.stop_button.setEnabled(running)
         self.settings.setEnabled(not running)
+        self.history.set_busy(running)
 
     # --- engine events ----------------------------------------------------------------------------------------
 
@@ -315,7 +353,11 @@ class TrainPanel(QWidget):
         elif isinstance(event, ev.RunStarted):
             self.run_dir = event.run_dir
             self.run_bar.setRange(0, event.total_epochs)
-            self._log(f"Run folder: {event.run_dir}")
+            self.run_bar.setValue(event.epochs_done)
+            if event.resumed:
+                self._log(f"Resuming {event.run_dir} after {event.epochs_done} of {event.total_epochs} epochs.")
+            else:
+                self._log(f"Run folder: {event.run_dir}")
         elif isinstance(event, ev.PhaseStarted):
             self._log(f"Phase {event.index + 1} '{event.name}': {event.trainable_params:,} of "
                       f"{event.total_params:,} parameters retrain.")

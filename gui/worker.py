@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.config import RunConfig
 from engine.data import DatasetIndex
-from engine.train import RunResult, fit
+from engine.train import RunResult, fit, resume
 
 # The window's thread shares Python's interpreter lock with the training thread (and its picture-checking threads).
 # A thread that wants the lock waits up to the switch interval (5 ms by default) each time, and painting the plots
@@ -72,10 +72,12 @@ class TrainWorker(QObject):
     event = Signal(object)  # an engine event dataclass (immutable plain data)
     done = Signal(object)  # the RunResult
 
-    def __init__(self, config: RunConfig, dataset: DatasetIndex | None = None) -> None:
+    def __init__(self, config: RunConfig | None, dataset: DatasetIndex | None = None,
+                 resume_dir: str | None = None) -> None:
         super().__init__()
         self.config = config
         self.dataset = dataset
+        self.resume_dir = resume_dir  # continue this run from its checkpoint instead of starting ``config``
         self._stop = threading.Event()
         self._running = threading.Event()  # set = not paused
         self._running.set()
@@ -83,7 +85,10 @@ class TrainWorker(QObject):
     @Slot()
     def run(self) -> None:
         _lower_priority_of_this_thread()
-        result = fit(self.config, self._on_event, self._stop, dataset=self.dataset)
+        if self.resume_dir is not None:
+            result = resume(self.resume_dir, self._on_event, self._stop)
+        else:
+            result = fit(self.config, self._on_event, self._stop, dataset=self.dataset)
         self.done.emit(result)
 
     def _on_event(self, event) -> None:
@@ -112,7 +117,7 @@ class TrainingController(QObject):
     """Owns at most one training thread at a time. ``started``/``event``/``finished`` are delivered in the GUI
     thread."""
 
-    started = Signal(object)  # the RunConfig
+    started = Signal(object)  # the RunConfig (None when a run is resumed)
     event = Signal(object)
     finished = Signal(object)  # the RunResult
 
@@ -132,19 +137,25 @@ class TrainingController(QObject):
     def start(self, config: RunConfig, dataset: DatasetIndex | None = None) -> None:
         """Train ``config``; ``dataset``, when given, is the scan the window already made of config.data.source (its
         pictures checked, its split drawn), so that the run trains on exactly what the user saw."""
+        self._start(TrainWorker(config, dataset))
+
+    def continue_run(self, run_dir: str) -> None:
+        """Resume the stopped, failed or interrupted run in ``run_dir`` from its checkpoint, in the same folder."""
+        self._start(TrainWorker(None, resume_dir=str(run_dir)))
+
+    def _start(self, worker: TrainWorker) -> None:
         if self.running:
             raise RuntimeError("a run is already in progress")
         sys.setswitchinterval(min(sys.getswitchinterval(), INTERACTIVE_SWITCH_INTERVAL))
         thread = QThread(self)
         thread.setObjectName("training")
-        worker = TrainWorker(config, dataset)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.event.connect(self.event)
         worker.done.connect(self._on_done)
         self._thread, self._worker = thread, worker
         thread.start()
-        self.started.emit(config)
+        self.started.emit(worker.config)
 
     def pause(self) -> None:
         if self._worker:

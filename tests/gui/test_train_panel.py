@@ -161,3 +161,29 @@ def test_stop_releases_a_paused_run():
     worker.stop()
     assert returned.wait(10)
     assert not worker.paused
+
+
+def test_a_stopped_run_is_resumed_from_the_run_history(qtbot, panel, tiny_dataset, tmp_path):
+    panel.set_config(tiny_config(tiny_dataset, tmp_path / "runs", epochs=4))  # time to stop it after epoch 1
+    with qtbot.waitSignal(panel.controller.event, timeout=120_000,
+                          check_params_cb=lambda e: isinstance(e, ev.EpochEnded)):
+        panel.start()  # stopped after its first epoch: a checkpoint to resume from
+    with qtbot.waitSignal(panel.runFinished, timeout=120_000) as stopped:
+        qtbot.mouseClick(panel.stop_button, qtbot_button())
+    run_dir = Path(stopped.args[0].run_dir)
+    assert stopped.args[0].status == "stopped" and (run_dir / "checkpoint.pt").is_file()
+
+    history = panel.history
+    assert not history.resume_button.isEnabled()  # nothing selected yet
+    history.select([0])
+    assert history.resume_button.isEnabled()
+    with qtbot.waitSignal(panel.runFinished, timeout=120_000) as resumed:
+        qtbot.mouseClick(history.resume_button, qtbot_button())
+    result = resumed.args[0]
+    assert result.status == "completed" and Path(result.run_dir) == run_dir
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, panel.config().total_epochs + 1))  # each epoch once
+    assert "Resuming" in panel.log.toPlainText()
+    history.select([0])
+    assert not history.resume_button.isEnabled()  # a completed run has nothing left to resume
+    assert "already completed" in history.resume_button.toolTip()
