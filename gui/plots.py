@@ -275,8 +275,13 @@ class TrainingPlots(QWidget):
         self.heat_image.setRect(steps[0] - width / 2, 0, width * len(steps), len(self.stage_names))
         axis = self.heat_plot.getAxis("left")
         names = self.stage_names
-        every = max(1, len(names) // 8)
-        axis.setTicks([[(i + 0.5, names[i]) for i in range(0, len(names), every)]])
+        # At most one label per 14 pixels of height, always the input's and the head's (the rest on hover).
+        room = max(2, int(self.heat_plot.getViewBox().height() // 14))
+        every = max(1, -(-len(names) // room))
+        shown = sorted({*range(0, len(names), every), len(names) - 1})
+        if len(shown) > 1 and shown[-1] - shown[-2] < every:
+            shown.pop(-2)  # no two labels on top of each other next to the head's
+        axis.setTicks([[(i + 0.5, names[i]) for i in shown]])
 
 
 def _duration(seconds: float) -> str:
