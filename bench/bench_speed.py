@@ -385,8 +385,9 @@ Where the engine's time goes:
   (the second run finds them there).
 - Fine-tuning every layer: the same arithmetic on both sides, so the gain is smaller: channels_last convolutions,
   glibc's allocator kept from unmapping large tensors after every step, pictures decoded once and normalised by
-  batch. bf16 autocast is not used on these CPUs: without native bf16 (AVX2 only) a training step ran twelve times
-  slower than in fp32 (1.7 against 23 pictures/s).
+  batch. bf16 autocast is not used on the CPU: on CPUs without native bf16 (AVX2 only) a training step ran
+  twelve times slower than in fp32 (1.7 against 23 pictures/s), and on an AVX-512 machine with native bf16 it
+  gained nothing at the benchmark's batch of 4 (30 against 32 pictures/s) and cost accuracy.
 - The engine's own fine-tuning strategy (`fine-tune-shallow`: the top quarter of the stages and the head) computes
   the frozen three quarters once, like feature extraction, and trains the rest on their outputs: row 2b.
 

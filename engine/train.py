@@ -119,8 +119,9 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     # channels_last: on CUDA, and on the CPU too, where oneDNN's convolutions are about twice as fast in it (measured
     # on 2-core machines: MobileNetV2 inference 24 -> 51 pictures/s, a training step 8 -> 15; same results up to
-    # rounding). bf16 autocast stays off on the CPU unless chosen: on CPUs without native bf16 (AVX2 only, such as
-    # the project's AMD EPYC machines) it ran ten times slower than fp32.
+    # rounding). bf16 autocast stays off on the CPU unless chosen: on CPUs without native bf16 (AVX2 only) it ran ten
+    # times slower than fp32, and with native bf16 (AVX-512 BF16) it gained nothing at small batches (see
+    # docs/benchmark.md) while costing accuracy.
     channels_last = t.channels_last == "on" or (t.channels_last == "auto" and device.type in ("cuda", "cpu"))
     return Runtime(device, description, amp, channels_last)
 
