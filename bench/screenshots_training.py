@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     window.open_folder(HYMENOPTERA)
     wait(lambda: window.project.dataset is not None and not window.data_page.scanning)
     panel = window.training.train
+    window.steps.go_to("train")
     wait(lambda: panel.preloaded.is_set())
 
     def train(strategy: str, epochs: int, lr: float, live_at: int | None = None) -> None:

@@ -22,7 +22,7 @@ from engine.devices import available_devices
 from engine.train import RunResult
 from gui.plots import TrainingPlots
 from gui.run_history import RunHistory
-from gui.worker import TrainingController, preload_training_modules
+from gui.worker import TrainingController, preload_training_modules, training_modules_preloaded
 
 OPTIMIZERS = [("adamw", "AdamW (adaptive; a safe default)"), ("sgd", "SGD with momentum (classic fine-tuning)")]
 SCHEDULES = [("cosine", "Warm-up, then slowly lower (cosine)"), ("onecycle", "One cycle (up, then down)"),
@@ -169,7 +169,7 @@ class TrainPanel(QWidget):
     def __init__(self, parent: QWidget | None = None, controller: TrainingController | None = None) -> None:
         super().__init__(parent)
         self.controller = controller or TrainingController(self)
-        self.preloaded = preload_training_modules()
+        self.preloaded = training_modules_preloaded()  # set once the modules a run needs are imported
         self.base_config: RunConfig | None = None
         self.last_result: RunResult | None = None
         self.run_dir: str | None = None
@@ -244,6 +244,10 @@ class TrainPanel(QWidget):
         self._update_buttons()
 
     # --- configuration ----------------------------------------------------------------------------------------
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        preload_training_modules()  # the user is about to train: import what a run needs, in the background
+        super().showEvent(event)
 
     def set_config(self, config: RunConfig) -> None:
         self.base_config = config
