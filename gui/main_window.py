@@ -65,6 +65,10 @@ class MainWindow(QMainWindow):
 
         self.summary = QLabel()
         self.summary.setToolTip("The project's pictures and model.")
+        self.offline_label = QLabel("Offline: no network connection")
+        self.offline_label.setToolTip("Work offline is on (File menu): Transfer Studio opens no network connection at "
+                                      "all; pretrained weights come only from this computer.")
+        self.statusBar().addPermanentWidget(self.offline_label)
         self.statusBar().addPermanentWidget(self.summary)
 
         self._make_actions()
@@ -120,6 +124,12 @@ class MainWindow(QMainWindow):
         self.act_close = self._action("&Close project", "Close the project and go back to the start page.",
                                       self.close_project, QKeySequence.StandardKey.Close)
         self.act_quit = self._action("&Quit", "Close Transfer Studio.", self.close, QKeySequence.StandardKey.Quit)
+        self.act_offline = QAction("Work &offline", self)
+        self.act_offline.setCheckable(True)
+        self.act_offline.setToolTip("Open no network connection at all: no downloads, no checks for weights online. "
+                                    "Pictures and models never leave this computer either way.")
+        self.act_offline.setStatusTip(self.act_offline.toolTip())
+        self.act_offline.toggled.connect(lambda on: self.set_offline(on))
         self.act_data_folder = self._action(
             "Show the app's data &folder", "Open the folder where Transfer Studio keeps the demo and its backups.",
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.data_dir))))
@@ -140,11 +150,28 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_save_as)
         file_menu.addAction(self.act_close)
         file_menu.addSeparator()
+        file_menu.addAction(self.act_offline)
+        file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.setToolTipsVisible(True)
         help_menu.addAction(self.act_data_folder)
         help_menu.addAction(self.act_about)
+
+    def set_offline(self, offline: bool, remember: bool = True) -> None:
+        """The offline switch (engine.models.offline_mode): remembered, and shown in the status bar while on. The
+        TRANSFER_STUDIO_OFFLINE environment variable turns it on for a session whatever was remembered."""
+        from engine.models import OFFLINE_ENV
+
+        if offline:
+            os.environ[OFFLINE_ENV] = "1"
+        else:
+            os.environ.pop(OFFLINE_ENV, None)
+        if self.act_offline.isChecked() != offline:
+            self.act_offline.setChecked(offline)
+        self.offline_label.setVisible(offline)
+        if remember:
+            self.settings.setValue("network/offline", offline)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -463,6 +490,10 @@ class MainWindow(QMainWindow):
     # -- settings --------------------------------------------------------------------------------------------
 
     def _restore_settings(self) -> None:
+        from engine.models import offline_mode
+
+        remembered = str(self.settings.value("network/offline", False)).lower() in ("true", "1")
+        self.set_offline(offline_mode() or remembered, remember=False)
         geometry = read_bytes(self.settings, "window/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1200, 780)

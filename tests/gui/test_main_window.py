@@ -313,3 +313,22 @@ def test_project_settings_use_the_run_config_as_the_single_source(qtbot, window,
     window.data_page.split.val.setValue(30)
     assert seen and seen[-1] is window.project.config
     assert dataclasses.asdict(window.project.config.data)["val_fraction"] == 0.3
+
+
+def test_the_offline_switch_is_on_screen_and_remembered(qtbot, tmp_path, monkeypatch):
+    from engine.models import OFFLINE_ENV, offline_mode
+
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
+    first = make_window(qtbot, tmp_path)
+    assert not first.act_offline.isChecked() and not first.offline_label.isVisible() and not offline_mode()
+    first.act_offline.trigger()
+    assert offline_mode() and first.offline_label.isVisible()
+    assert "no network" in first.offline_label.text()
+    first.shutdown()
+    first.close()
+
+    second = make_window(qtbot, tmp_path)  # the same settings file: the switch is remembered
+    assert second.act_offline.isChecked() and second.offline_label.isVisible() and offline_mode()
+    second.act_offline.trigger()
+    assert not offline_mode() and not second.offline_label.isVisible()
+    second.shutdown()
