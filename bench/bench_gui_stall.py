@@ -47,15 +47,17 @@ class StallMeter:
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self._tick)
         self.lateness: list[float] = []
+        self.ends: list[float] = []  # when each tick fired
         self.samples: list[tuple[float, str]] = []  # (stall so far in s, training thread's stack)
         self._last = time.perf_counter()
         self._alive = True
         self._watch = threading.Thread(target=self._watchdog, daemon=True)
 
-    def start(self) -> None:
+    def start(self, explain: bool = True) -> None:
         self._last = time.perf_counter()
         self.timer.start()
-        self._watch.start()
+        if explain:
+            self._watch.start()
 
     def stop(self) -> None:
         self._alive = False
@@ -64,6 +66,7 @@ class StallMeter:
     def _tick(self) -> None:
         now = time.perf_counter()
         self.lateness.append(now - self._last - TICK_MS / 1000)
+        self.ends.append(now)
         self._last = now
 
     def _watchdog(self) -> None:
@@ -76,6 +79,15 @@ class StallMeter:
                 stacks = [f"[{names.get(ident, ident)}]\n" + "".join(traceback.format_stack(frame)[-3:])
                           for ident, frame in sys._current_frames().items() if ident != me]
                 self.samples.append((waited, "".join(stacks)))
+
+
+def _describe(event) -> str:
+    name = type(event).__name__
+    if name == "Log":
+        return f"Log({event.message[:70]!r})"
+    if name in ("StepEnded", "EpochEnded"):
+        return f"{name}(epoch {event.epoch})"
+    return name
 
 
 def make_config(args, out: Path):
@@ -98,7 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategy", default="fine-tune-deep")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--show", type=int, default=3, help="how many of the longest stalls to explain")
+    parser.add_argument("--show", type=int, default=3,
+                        help="how many of the longest stalls to explain; 0 measures without the watchdog, whose "
+                             "stack sampling (it reads source files) itself lengthens the stalls it samples")
     parser.add_argument("--engine-scans", action="store_true",
                         help="let the run scan and check the pictures itself (the window hands over its own scan)")
     args = parser.parse_args()
@@ -121,9 +135,11 @@ def main() -> None:
         panel.runFinished.connect(lambda _: loop.quit())
         while not panel.preloaded.wait(0.05):  # as in the window, where the user takes longer than this to press Train
             app.processEvents()
+        seen: list[tuple[float, str]] = []  # (arrival in the GUI thread, the engine event) to place each stall
+        panel.controller.event.connect(lambda e: seen.append((time.perf_counter(), _describe(e))))
         before = set(sys.modules)
         began = time.perf_counter()
-        meter.start()
+        meter.start(explain=args.show > 0)
         panel.start()
         loop.exec()
         meter.stop()
@@ -132,6 +148,14 @@ def main() -> None:
         new = sorted({m.split(".")[0] + ("." + m.split(".")[1] if m.count(".") else "")
                       for m in set(sys.modules) - before})
         print(f"modules first imported during the run ({len(set(sys.modules) - before)}): {', '.join(new)}")
+        worst_at = max(range(len(meter.lateness)), key=meter.lateness.__getitem__) if meter.lateness else None
+        if worst_at is not None:
+            end = meter.ends[worst_at]
+            start = end - meter.lateness[worst_at] - TICK_MS / 1000
+            before_events = [d for t, d in seen if t <= start][-2:]
+            after_events = [d for t, d in seen if t > start][:2]
+            print(f"the longest stall began {start - began:.2f} s into the run; engine events just before it: "
+                  f"{before_events}; just after: {after_events}")
         late = sorted(meter.lateness)
         worst = late[-1] * 1000 if late else 0.0
         p99 = late[int(0.99 * (len(late) - 1))] * 1000 if late else 0.0

@@ -4,11 +4,13 @@ then quits and waits for the thread."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from engine import events as ev
 from engine.config import RunConfig
 from engine.data import DatasetIndex
 from engine.train import RunResult, fit, resume
@@ -98,6 +100,8 @@ class TrainWorker(QObject):
         self.done.emit(result)
 
     def _on_event(self, event) -> None:
+        if isinstance(event, (ev.RunStarted, ev.PhaseStarted, ev.EpochEnded)):
+            gc.freeze()  # the model and the run's own objects too (see TrainingController._start)
         self.event.emit(event)
         while not self._running.wait(0.2):  # paused: wait here, between two batches
             if self._stop.is_set():
@@ -153,6 +157,11 @@ class TrainingController(QObject):
         if self.running:
             raise RuntimeError("a run is already in progress")
         sys.setswitchinterval(min(sys.getswitchinterval(), INTERACTIVE_SWITCH_INTERVAL))
+        # Python's full garbage collections walk every object the app holds (PyTorch, Qt, timm: millions) while
+        # holding the interpreter lock: one, set off by the training thread's allocations, froze the window for
+        # 165-330 ms when the best weights were written. Objects alive now (the app's modules and widgets) are moved
+        # out of the collector's way; they live as long as the app anyway.
+        gc.freeze()
         thread = QThread(self)
         thread.setObjectName("training")
         worker.moveToThread(thread)
