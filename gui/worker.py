@@ -160,7 +160,8 @@ class TrainingController(QObject):
         # Python's full garbage collections walk every object the app holds (PyTorch, Qt, timm: millions) while
         # holding the interpreter lock: one, set off by the training thread's allocations, froze the window for
         # 165-330 ms when the best weights were written. Objects alive now (the app's modules and widgets) are moved
-        # out of the collector's way; they live as long as the app anyway.
+        # out of the collector's way while the run lasts (_on_done hands them back, so that garbage among them is
+        # still collected, once nothing is being trained).
         gc.freeze()
         thread = QThread(self)
         thread.setObjectName("training")
@@ -187,6 +188,7 @@ class TrainingController(QObject):
     @Slot(object)
     def _on_done(self, result: RunResult) -> None:
         self._finish_thread()
+        gc.unfreeze()
         self.finished.emit(result)
 
     def _finish_thread(self) -> None:
@@ -207,3 +209,4 @@ class TrainingController(QObject):
         self._thread.quit()  # takes effect once run() returns, i.e. once fit has saved and ended
         self._thread.wait()
         self._finish_thread()
+        gc.unfreeze()
