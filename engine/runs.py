@@ -173,7 +173,7 @@ def create_run_dir(out: str | os.PathLike, model_name: str, strategy: str, name:
         raise UserError(f"The run folder {out} cannot be created ({exc.strerror or exc}): "
                         "choose another output folder.") from None
     label = name or f"{model_name.split(':')[-1]}-{strategy}"
-    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._") or "run"
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._")[:100] or "run"  # a name of any length fits
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         candidate = out / (f"{stamp}-{label}" + (f"-{i + 1}" if i else ""))

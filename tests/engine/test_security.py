@@ -186,3 +186,10 @@ def test_a_library_entry_naming_a_file_elsewhere_is_never_used_or_deleted(tmp_pa
     with pytest.raises(ModelError, match="not stored in the model library"):
         library.remove(ImportedWeights(**entry))
     assert victim.read_bytes() == b"precious"
+
+
+def test_a_very_long_run_name_still_makes_a_run_folder(tmp_path):
+    from engine.runs import create_run_dir
+
+    run = create_run_dir(tmp_path, "timm:resnet18", "feature-extraction", name="leaf spots " * 60)
+    assert run.is_dir() and run.parent == tmp_path and len(run.name) < 130
