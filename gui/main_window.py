@@ -30,6 +30,7 @@ from gui.health_panel import ATTENTION
 from gui.project import DraftKeeper, ProjectModel
 from gui.settings import (LAST_FOLDER_KEY, LAST_PROJECT_FOLDER_KEY, RecentProjects, default_settings, read_bytes,
                           read_str)
+from gui import gc_guard
 from gui.steps import Steps, StepState
 from gui.welcome import WelcomePage
 
@@ -41,6 +42,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, data_dir: str | os.PathLike | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        gc_guard.install()  # Qt objects are only ever freed on this thread (see gui.gc_guard)
         self.settings = settings if settings is not None else default_settings()
         self.data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
         self.recent = RecentProjects(self.settings)

@@ -200,6 +200,9 @@ class TrainingPlots(QWidget):
     # --- drawing ----------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Show the (empty) plots now: their first paint, all five at once, happens while the run is still starting
+        # rather than in the middle of its first steps.
+        self.stack.setCurrentWidget(self.view)
         self.timer.start()
 
     def stop(self) -> None:

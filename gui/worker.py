@@ -14,6 +14,7 @@ from engine import events as ev
 from engine.config import RunConfig
 from engine.data import DatasetIndex
 from engine.train import RunResult, fit, resume
+from gui import gc_guard
 
 # The window's thread shares Python's interpreter lock with the training thread (and its picture-checking threads).
 # A thread that wants the lock waits up to the switch interval (5 ms by default) each time, and painting the plots
@@ -135,6 +136,7 @@ class TrainingController(QObject):
         super().__init__(parent)
         self._thread: QThread | None = None
         self._worker: TrainWorker | None = None
+        gc_guard.install()  # garbage is collected on this (the GUI) thread, never on the training thread
 
     @property
     def running(self) -> bool:
@@ -163,6 +165,7 @@ class TrainingController(QObject):
         # out of the collector's way while the run lasts (_on_done hands them back, so that garbage among them is
         # still collected, once nothing is being trained).
         gc.freeze()
+        gc_guard.training(True)
         thread = QThread(self)
         thread.setObjectName("training")
         worker.moveToThread(thread)
@@ -189,6 +192,7 @@ class TrainingController(QObject):
     def _on_done(self, result: RunResult) -> None:
         self._finish_thread()
         gc.unfreeze()
+        gc_guard.training(False)
         self.finished.emit(result)
 
     def _finish_thread(self) -> None:
@@ -210,3 +214,4 @@ class TrainingController(QObject):
         self._thread.wait()
         self._finish_thread()
         gc.unfreeze()
+        gc_guard.training(False)

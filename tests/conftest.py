@@ -107,3 +107,15 @@ def tiny_run_data(_tiny_run_template) -> Path:
     from engine.config import load
 
     return Path(load(_tiny_run_template / "config.toml").data.source)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_on_the_gui_thread(request):
+    """GUI tests: garbage is collected on the GUI thread only, as in the app (gui.gc_guard), from the first GUI test
+    on, whichever widget it starts with."""
+    if "gui" in request.node.path.parent.parts[-1:]:
+        request.getfixturevalue("qapp")
+        from gui import gc_guard
+
+        gc_guard.install()
+    yield
