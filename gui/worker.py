@@ -25,8 +25,8 @@ INTERACTIVE_SWITCH_INTERVAL = 0.001
 # What a run imports on its first use (about 1,500 modules: timm, torchvision, the Hugging Face client, and the
 # compiler stack that torch.optim loads on its first step). Importing holds the interpreter lock for long stretches,
 # which froze the window for up to 200 ms at the start of a run; preloading them in the background once the user opens
-# the Train step moves that cost out of the run. Not earlier: they take about 700 MB of memory, which a user who only
-# browses pictures should not pay.
+# the Train step moves that cost out of the run. Not earlier: they also cost memory, which a user who only browses
+# pictures need not pay.
 PRELOAD_MODULES = ("timm", "timm.data", "timm.optim", "timm.scheduler", "torchvision.models", "safetensors.torch",
                    "torch._dynamo", "torch.onnx", "onnxruntime", "huggingface_hub", "engine.features", "engine.cache")
 _preloaded = threading.Event()
