@@ -68,6 +68,24 @@ def has_weights(path: str) -> bool:
     return (Path(path) / runs.BEST).is_file()
 
 
+def fill_run_combo(combo: QComboBox, infos: list[runs.RunInfo], keep: str | None) -> None:
+    """List the runs in ``combo`` (without signals) and choose ``keep`` when it is among them, else the newest
+    completed run that has its weights (the Evaluate and the Predict & Export steps list runs alike)."""
+    combo.blockSignals(True)
+    combo.clear()
+    for info in infos:
+        combo.addItem(run_label(info), info.path)
+        combo.setItemData(combo.count() - 1, info.path, Qt.ItemDataRole.ToolTipRole)
+    paths = [i.path for i in infos]
+    if keep in paths:
+        row = paths.index(keep)
+    else:
+        done = [i for i, info in enumerate(infos) if info.status == "completed" and has_weights(info.path)]
+        row = done[0] if done else (0 if infos else -1)
+    combo.setCurrentIndex(row)
+    combo.blockSignals(False)
+
+
 def calibration_words(split: SplitEvaluation) -> str:
     """The expected calibration error in words, with the direction of the gap."""
     n = max(1, sum(b.count for b in split.calibration))
@@ -507,19 +525,7 @@ class EvaluatePage(QWidget):
         """List the runs again; keep the run shown (or choose ``select``, else the newest completed run)."""
         keep = select or self.current_run()
         self.infos = runs.list_runs(self.runs_folder) if self.runs_folder else []
-        self.run_combo.blockSignals(True)
-        self.run_combo.clear()
-        for info in self.infos:
-            self.run_combo.addItem(run_label(info), info.path)
-            self.run_combo.setItemData(self.run_combo.count() - 1, info.path, Qt.ItemDataRole.ToolTipRole)
-        paths = [i.path for i in self.infos]
-        if keep in paths:
-            row = paths.index(keep)
-        else:
-            done = [i for i, info in enumerate(self.infos) if info.status == "completed" and has_weights(info.path)]
-            row = done[0] if done else (0 if self.infos else -1)
-        self.run_combo.setCurrentIndex(row)
-        self.run_combo.blockSignals(False)
+        fill_run_combo(self.run_combo, self.infos, keep)
         if self.current_run() != self._shown_run or select:
             self._run_chosen()
         self.runsChanged.emit()

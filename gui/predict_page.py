@@ -28,7 +28,7 @@ from engine.export import CARD, EXPORT_DIR, FORMAT_NAMES, ExportResult, export_r
 from engine.images import is_image_path
 from engine.predict import Prediction, predict_paths, write_csv
 from gui import style
-from gui.evaluate_page import has_weights, run_label
+from gui.evaluate_page import fill_run_combo
 from gui.result_jobs import Jobs, ModelCache
 from gui.result_widgets import VERMILLION, PicturePanel, error_html, file_name, percent, square_pixmap
 from gui.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
@@ -334,19 +334,7 @@ class PredictPage(QWidget):
     def refresh_runs(self, select: str | None = None) -> None:
         keep = select or self.current_run()
         self.infos = runs.list_runs(self.runs_folder) if self.runs_folder else []
-        self.run_combo.blockSignals(True)
-        self.run_combo.clear()
-        for info in self.infos:
-            self.run_combo.addItem(run_label(info), info.path)
-            self.run_combo.setItemData(self.run_combo.count() - 1, info.path, Qt.ItemDataRole.ToolTipRole)
-        paths = [i.path for i in self.infos]
-        if keep in paths:
-            row = paths.index(keep)
-        else:
-            done = [i for i, info in enumerate(self.infos) if info.status == "completed" and has_weights(info.path)]
-            row = done[0] if done else (0 if self.infos else -1)
-        self.run_combo.setCurrentIndex(row)
-        self.run_combo.blockSignals(False)
+        fill_run_combo(self.run_combo, self.infos, keep)
         if self.current_run() != self._predicted_with:
             self._run_chosen()
         self.runsChanged.emit()
