@@ -9,23 +9,10 @@ import pytest
 
 from bad_pictures import good_classes, make_bad_pictures, unreadable
 from engine.data import scan
-from gui.main_window import MainWindow
-from gui.settings import file_settings
 from gui.steps import StepState
+from tests.gui.test_dataset_browser import window  # noqa: F401  (the same main-window fixture)
 
 
-@pytest.fixture
-def window(qtbot, tmp_path):
-    w = MainWindow(settings=file_settings(tmp_path / "settings.ini"), data_dir=tmp_path / "data")
-    w.ask_unsaved = lambda: "discard"
-    w.errors = []
-    w.show_error = lambda title, message, warning=True: w.errors.append(message)
-    qtbot.addWidget(w)
-    w.resize(1100, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
 
 
 def test_the_data_step_lists_every_bad_picture_with_its_reason(qtbot, window, tmp_path):
