@@ -119,3 +119,17 @@ def _collect_garbage_on_the_gui_thread(request):
 
         gc_guard.install()
     yield
+
+
+@pytest.fixture
+def quick_training(tmp_path, monkeypatch):
+    """For tests that train: a picture cache of the test's own (it starts empty), and one torch thread (tiny pictures
+    and models run as fast on one, and far faster when other processes load the cores). Use with
+    ``pytestmark = pytest.mark.usefixtures("quick_training")``."""
+    import torch
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "picture-cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

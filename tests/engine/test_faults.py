@@ -24,13 +24,7 @@ from engine.train import fit, load_checkpoint, resume
 MODEL = "timm:test_resnet"
 
 
-@pytest.fixture(autouse=True)
-def quick(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "picture-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_training")
 
 
 def config_for(data, out, strategy="feature-extraction", epochs=3, **train) -> RunConfig:

@@ -7,7 +7,6 @@ import math
 import threading
 
 import pytest
-import torch
 
 import engine.train
 from engine import events as ev
@@ -18,13 +17,7 @@ MODEL = "timm:test_resnet"
 STAGES = ("stem", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "head")
 
 
-@pytest.fixture(autouse=True)
-def quick(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "picture-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_training")
 
 
 def config_for(data, out, strategy, epochs=2, **train) -> RunConfig:

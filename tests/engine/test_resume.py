@@ -30,13 +30,7 @@ MODEL = "timm:test_resnet"  # a ResNet of 0.4 M parameters (BatchNorm, several s
 KILL_DEADLINE_S = 300  # generous: the machine may be busy; the test polls and never waits this long when all is well
 
 
-@pytest.fixture(autouse=True)
-def quick(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "picture-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_training")
 
 
 def config_for(data, out, strategy="fine-tune-deep", epochs=4, **train) -> RunConfig:

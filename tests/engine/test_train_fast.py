@@ -3,7 +3,6 @@ say what they do, stop when asked, and survive running out of memory."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import threading
@@ -25,14 +24,7 @@ from engine.train import fit
 MODEL = "timm:test_resnet"  # a ResNet of 0.4 M parameters: the same code paths as resnet18, in a fraction of the time
 
 
-@pytest.fixture(autouse=True)
-def quick(tmp_path, monkeypatch):
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "picture-cache"))
-    # Tiny pictures and models: one thread is as fast, and far faster when other processes load the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_training")
 
 
 def config_for(data, out, strategy="feature-extraction", epochs=2, **train) -> RunConfig:
