@@ -114,25 +114,30 @@ class RunHistory(QWidget):
         self.busy = busy
         self._update_resume()
 
-    def resumable(self) -> str | None:
-        """The selected run's folder when exactly one run is selected and it can be resumed."""
+    def _selected_for_resume(self) -> tuple[str | None, str | None]:
+        """(the one selected run's folder, why it cannot be resumed: None when it can); (None, None) when not exactly
+        one run is selected or a run is training."""
         rows = self.selected_rows()
         if len(rows) != 1 or self.busy:
-            return None
+            return None, None
         path = self.infos[rows[0]].path
-        return path if runs.resume_problem(path) is None else None
+        return path, runs.resume_problem(path)
+
+    def resumable(self) -> str | None:
+        """The selected run's folder when exactly one run is selected and it can be resumed."""
+        path, problem = self._selected_for_resume()
+        return path if problem is None else None
 
     def _update_resume(self) -> None:
-        rows = self.selected_rows()
-        path = self.resumable()
-        self.resume_button.setEnabled(path is not None)
-        if path is not None:
-            self.resume_button.setToolTip(f"Continue {Path(path).name} from its last checkpoint, in the same folder.")
-        elif len(rows) == 1 and not self.busy:
-            self.resume_button.setToolTip(runs.resume_problem(self.infos[rows[0]].path) or "")
-        else:
+        path, problem = self._selected_for_resume()
+        self.resume_button.setEnabled(path is not None and problem is None)
+        if path is None:
             self.resume_button.setToolTip("Select one stopped, failed or interrupted run to continue it from its "
                                           "last checkpoint.")
+        elif problem is None:
+            self.resume_button.setToolTip(f"Continue {Path(path).name} from its last checkpoint, in the same folder.")
+        else:
+            self.resume_button.setToolTip(problem)
 
     def _resume_clicked(self) -> None:
         path = self.resumable()
