@@ -125,6 +125,8 @@ class DatasetIndex:
     samples: list[Sample]
     health: HealthReport
     split_source: str  # "folders": validation pictures given by the data; "random": seeded stratified split
+    own_split: bool = False  # the data gives validation pictures (train/ val/ folders, a CSV's split column), whether
+    # or not they were used (split="random" pools them)
 
     def split(self, name: str) -> list[Sample]:
         """The samples of one split ("train", "val" or "test"), in path order."""
@@ -227,7 +229,8 @@ def scan(
             )
         )
     health = HealthReport(unreadable=problems, ignored=listing.ignored, advice=advice)
-    return DatasetIndex(str(root), listing.layout, classes, samples, health, split_source)
+    own = any(c.split == "val" for c in readable)
+    return DatasetIndex(str(root), listing.layout, classes, samples, health, split_source, own)
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:

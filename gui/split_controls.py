@@ -10,7 +10,6 @@ from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, Q
 
 from engine.config import DataConfig
 from engine.data import DatasetIndex
-from gui.splits import own_split
 
 
 class SplitControls(QWidget):
@@ -80,7 +79,7 @@ class SplitControls(QWidget):
         """Show the split of ``index`` made with the settings ``data``."""
         self._updating = True
         try:
-            own = index is not None and own_split(index)
+            own = index is not None and index.own_split
             folders = own and data.split == "auto"
             self.use_folders.setChecked(folders)
             self.use_random.setChecked(not folders)

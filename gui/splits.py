@@ -19,15 +19,6 @@ from engine.data import _count as count_samples  # noqa: PLC2701
 SPLIT_ADVICE = frozenset({"few-images", "missing-in-train", "imbalance", "no-validation", "missing-in-val"})
 
 
-def own_split(index: DatasetIndex) -> bool:
-    """Whether the data brings its own validation pictures (train/ val/ folders, or a CSV's split column)."""
-    if index.layout == "split-folders":
-        return "val" in {_given(index, sample) for sample in index.samples}
-    if index.layout == "csv":
-        return index.split_source == "folders" or _csv_has_val(index)
-    return False
-
-
 def resplit(index: DatasetIndex, val_fraction: float, test_fraction: float, seed: int,
             split: str = "auto") -> DatasetIndex:
     """``index`` split again with these settings: ``split="auto"`` keeps the data's own split when it has one,
@@ -55,11 +46,6 @@ def _given(index: DatasetIndex, sample: Sample) -> str | None:
         return None
     first = Path(sample.path).relative_to(Path(index.root)).parts[0].lower()
     return split_names.get(first, "train")
-
-
-def _csv_has_val(index: DatasetIndex) -> bool:
-    listed = scan(index.root, split="auto", verify=False)
-    return listed.split_source == "folders"
 
 
 def _resplit_folders(index: DatasetIndex, val_fraction: float, test_fraction: float, seed: int,

@@ -84,7 +84,7 @@ def test_split_folders_can_be_pooled_and_split_at_random(tmp_path: Path) -> None
     _classes(tmp_path / "val", {"ant": 4, "bee": 4})
     _classes(tmp_path / "test", {"ant": 4, "bee": 4})
     index = scan(tmp_path, val_fraction=0.25, test_fraction=0.25, seed=3, split="random")
-    assert index.split_source == "random"
+    assert index.split_source == "random" and index.own_split  # the val folder is there, set aside on request
     # All 20 pictures of each class are pooled, whatever folder they are in, and a quarter drawn for each split.
     assert index.counts() == {"train": {"ant": 10, "bee": 10}, "val": {"ant": 5, "bee": 5},
                               "test": {"ant": 5, "bee": 5}}
@@ -92,6 +92,7 @@ def test_split_folders_can_be_pooled_and_split_at_random(tmp_path: Path) -> None
     assert len(folders) > 1  # drawn from several folders, not the val folder renamed
     assert index.samples == scan(tmp_path, val_fraction=0.25, test_fraction=0.25, seed=3, split="random").samples
     assert scan(tmp_path, split="auto").split_source == "folders"
+    assert not scan(tmp_path / "train").own_split  # plain class folders bring no split of their own
     with pytest.raises(DataError, match="Unknown split 'sideways'"):
         scan(tmp_path, split="sideways")
 
