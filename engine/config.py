@@ -73,8 +73,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     early_stopping: int = 0  # end a phase after this many epochs without a better validation accuracy; 0 = off
     layer_decay: float = 0.75  # fine-tune-deep and progressive: each stage further from the head learns this much slower
-    precision: str = "auto"  # auto = bf16/fp16 mixed precision on CUDA, fp32 on the CPU
-    channels_last: str = "auto"  # auto = on for CUDA
+    # auto = bf16 (or fp16) mixed precision on CUDA; on the CPU, bf16 training steps where it pays
+    # (engine.devices.cpu_bf16_pays), fp32 otherwise
+    precision: str = "auto"
+    channels_last: str = "auto"  # auto = on for CUDA and the CPU (engine.train.resolve_runtime)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     workers: int = -1  # data-loading processes; -1 = chosen from the machine's cores
     seed: int = 0

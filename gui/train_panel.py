@@ -29,7 +29,7 @@ SCHEDULES = [("cosine", "Warm-up, then slowly lower (cosine)"), ("onecycle", "On
              ("constant", "Warm-up, then constant")]
 AUGMENTS = [("none", "None: the pictures as they are"), ("light", "Light: crops and mirror images"),
             ("strong", "Strong: crops, mirrors, colour and RandAugment")]
-PRECISIONS = [("auto", "Automatic (mixed precision on a GPU)"), ("fp32", "Full precision (fp32)"),
+PRECISIONS = [("auto", "Automatic (mixed precision where it is faster)"), ("fp32", "Full precision (fp32)"),
               ("bf16", "bfloat16 mixed precision"), ("fp16", "float16 mixed precision")]
 
 
@@ -82,7 +82,9 @@ class TrainSettings(QWidget):
         self.early = QSpinBox(minimum=0, maximum=100)
         self.early.setSpecialValueText("Off")
         self.early.setToolTip("End a phase after this many epochs without a better validation accuracy.")
-        self.precision = _combo(PRECISIONS, "Mixed precision trains faster on GPUs with the same accuracy.")
+        self.precision = _combo(PRECISIONS, "Mixed precision trains faster with the same accuracy: on GPUs, and "
+                                "on CPUs that compute bfloat16 natively (with batches of 4 or more, validation "
+                                "staying in full precision).")
         self.device = _combo(available_devices(), "Where to train. A GPU is much faster when there is one.")
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1)
         self.seed.setToolTip("The same seed and settings give the same result on the CPU.")

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.usefixtures("quick_training")
 
 
 def config_for(data, out, strategy="feature-extraction", epochs=2, **train) -> RunConfig:
-    train = TrainConfig(**{"batch_size": 8, "workers": 0, "warmup_epochs": 0.0, "augment": "none",
+    # fp32: these tests compare paths number by number, and bf16 steps (automatic on some CPUs) round differently.
+    train = TrainConfig(**{"batch_size": 8, "workers": 0, "warmup_epochs": 0.0, "augment": "none", "precision": "fp32",
                            "label_smoothing": 0.0, **train})
     return RunConfig(data=DataConfig(source=str(data), val_fraction=0.25), model=ModelConfig(MODEL, "none"),
                      strategy=strategy, epochs=epochs, lr=0.01, train=train, out=str(out))
@@ -89,6 +90,21 @@ def test_a_changed_picture_is_used_by_the_next_run(tiny_dataset, tmp_path, monke
     fresh = fit(config)
     assert_same_training(second, fresh)
     assert metrics(second) != metrics(first)
+
+
+def test_a_run_repeated_once_its_pictures_are_cached_gives_the_same_results(tmp_path, monkeypatch):
+    """The loaders draw the augmentation's random numbers, so the automatic number of loader processes must not change
+    once the picture cache is filled: repeating a run's settings repeats its results."""
+    import engine.loaders
+    from conftest import make_class_folders
+
+    data = make_class_folders(tmp_path / "data", per_class=30)  # 90 pictures: enough for loader processes
+    monkeypatch.setattr(engine.loaders, "available_cores", lambda: 4)
+    config = config_for(data, tmp_path / "runs", strategy="fine-tune-deep", epochs=2, augment="light", workers=-1)
+    cold, warm = Recorder(), Recorder()
+    first, again = fit(config, cold), fit(config, warm)
+    assert "0 of 90 are there already" in cold.logs() and "90 of 90 are there already" in warm.logs()
+    assert_same_training(first, again)
 
 
 def test_views_of_augmented_pictures_are_stated_and_repeatable(tiny_dataset, tmp_path):
@@ -182,4 +198,7 @@ def test_loader_processes_follow_the_cores(monkeypatch):
     assert auto_workers(-1, 30) == 0  # tiny datasets: no processes to start
     assert auto_workers(3, 30) == 3  # a number the user chose
     monkeypatch.setattr(engine.loaders, "available_cores", lambda: 16)
-    assert auto_workers(-1, 1000) == 4 and auto_workers(-1, 1000, cached=True) == 2
+    assert auto_workers(-1, 1000) == 4  # decoding files
+    # Pictures from the cache: a GPU gets 2 loaders; on the CPU they would take cores from training.
+    assert auto_workers(-1, 1000, cached=True, device="cuda") == 2
+    assert auto_workers(-1, 1000, cached=True, device="cpu") == 0
