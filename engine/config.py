@@ -83,7 +83,7 @@ class TrainConfig:
     # Speed (engine.cache, engine.features); none of them changes what is learnt beyond rounding.
     cache_images: bool = True  # keep decoded, resized pictures on disk and reuse them across epochs and runs
     cache_features: bool = True  # compute the frozen layers' outputs once per phase when everything below is frozen
-    feature_views: int = 0  # augmented views per training picture for cached outputs; 0 = automatic (2)
+    feature_views: int = 0  # augmented views per training picture for cached outputs; 0 = automatic (3)
     compile: bool = False  # torch.compile the part that trains (slow to start; falls back when it fails)
 
 

@@ -45,7 +45,11 @@ from engine.layers import HEAD, LayerTree
 
 __all__ = ["AUTO_VIEWS", "FeatureSet", "Split", "auto_views", "compute_features", "feature_loader", "split_model"]
 
-AUTO_VIEWS = 2  # augmented views per training picture when TrainConfig.feature_views is 0 (auto), at most the epochs
+# Augmented views per training picture when TrainConfig.feature_views is 0 (auto), at most the epochs. Measured on
+# the ants/bees pictures, MobileNetV2 feature extraction, 10 epochs, mean validation accuracy of 5 seeds: 2 views
+# 95.0 %, 3 views 95.4 %, 4 views 95.4 % (the PyTorch tutorial, fresh crops every epoch: 95.8 %); each view costs
+# one pass of the frozen layers over the training pictures.
+AUTO_VIEWS = 3
 MEMORY_SHARE = 0.5  # cached outputs may take at most this share of the memory available when the phase starts
 PROBE_BATCH = 2
 
