@@ -92,7 +92,8 @@ def test_a_changed_picture_is_used_by_the_next_run(tiny_dataset, tmp_path, monke
     assert metrics(second) != metrics(first)
 
 
-def test_a_run_repeated_once_its_pictures_are_cached_gives_the_same_results(tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["fine-tune-deep", "feature-extraction"])  # normal path; stored outputs
+def test_a_run_repeated_once_its_pictures_are_cached_gives_the_same_results(tmp_path, monkeypatch, strategy):
     """The loaders draw the augmentation's random numbers, so the automatic number of loader processes must not change
     once the picture cache is filled: repeating a run's settings repeats its results."""
     import engine.loaders
@@ -100,7 +101,7 @@ def test_a_run_repeated_once_its_pictures_are_cached_gives_the_same_results(tmp_
 
     data = make_class_folders(tmp_path / "data", per_class=30)  # 90 pictures: enough for loader processes
     monkeypatch.setattr(engine.loaders, "available_cores", lambda: 4)
-    config = config_for(data, tmp_path / "runs", strategy="fine-tune-deep", epochs=2, augment="light", workers=-1)
+    config = config_for(data, tmp_path / "runs", strategy=strategy, epochs=2, augment="light", workers=-1)
     cold, warm = Recorder(), Recorder()
     first, again = fit(config, cold), fit(config, warm)
     assert "0 of 90 are there already" in cold.logs() and "90 of 90 are there already" in warm.logs()
@@ -202,3 +203,4 @@ def test_loader_processes_follow_the_cores(monkeypatch):
     # Pictures from the cache: a GPU gets 2 loaders; on the CPU they would take cores from training.
     assert auto_workers(-1, 1000, cached=True, device="cuda") == 2
     assert auto_workers(-1, 1000, cached=True, device="cpu") == 0
+    assert auto_workers(-1, 1000, cached=True, device="cpu", frozen_pass=True) == 2  # decodes most pictures first
