@@ -22,6 +22,7 @@ from engine import events as ev
 
 REDRAW_HZ = 20  # ticks per second; each tick redraws one of the plots that changed
 GROUPS = ("loss", "acc", "lr", "speed", "heat")
+SPEED_LOG_RATIO = 20  # the pictures/s plot turns logarithmic when its fastest point is this many times its slowest
 SMOOTHING = 0.9  # exponential moving average of the step loss
 OKABE_ITO = {"orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442", "blue": "#0072B2",
              "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#999999"}
@@ -87,7 +88,11 @@ class TrainingPlots(QWidget):
         self.loss_plot = self._plot(0, 0, "Loss", "lower is better: training per step, validation per epoch")
         self.acc_plot = self._plot(0, 1, "Accuracy", "share of pictures classified correctly, per epoch")
         self.lr_plot = self._plot(1, 0, "Learning rate", "step size of the head's weights; warm-up, then decay")
-        self.speed_plot = self._plot(1, 1, "Pictures / s", "training throughput")
+        self.speed_plot = self._plot(1, 1, "Pictures / s", "training throughput (on a logarithmic scale when it spans "
+                                     "a wide range: a head trained on stored outputs runs a hundred times faster "
+                                     "than a pass through the network)")
+        self.speed_plot.getAxis("left").setStyle(maxTextLevel=0)  # in log mode: label the powers of ten only
+        self.speed_log = False
         self.heat_plot = self.view.addPlot(row=2, col=0, colspan=2, title="Which stages are learning")
         self.heat_plot.setToolTip("Gradient size per stage (bottom: input, top: head) along training. A frozen stage "
                                   "stays dark; a stage that is retrained lights up.")
@@ -241,7 +246,14 @@ class TrainingPlots(QWidget):
         elif group == "lr":
             self.lr_curve.setData(s["lr"].x, s["lr"].y)
         elif group == "speed":
-            self.speed_curve.setData(s["speed"].x, s["speed"].y)
+            y = s["speed"].y
+            # Logarithmic once the speeds span more than 20x (stored outputs next to whole-network passes), so that
+            # both stay readable; linear otherwise.
+            wide = len(y) > 0 and float(np.min(y)) > 0 and float(np.max(y)) > SPEED_LOG_RATIO * float(np.min(y))
+            if wide != self.speed_log:
+                self.speed_log = wide
+                self.speed_plot.setLogMode(y=wide)
+            self.speed_curve.setData(s["speed"].x, y)
             self.eta_label.setText(self.eta_text)
         else:
             self._draw_heat()
