@@ -109,24 +109,21 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def auto_workers(requested: int, n_items: int, cached: bool = False, device: str = "cpu",
-                 frozen_pass: bool = False) -> int:
+def auto_workers(requested: int, n_items: int, cached: bool = False, device: str = "cpu") -> int:
     """Loader processes: the requested number, or (auto) chosen from the cores.
 
     Decoding files every epoch: up to 4 processes on the spare cores (the training process keeps one core's worth of
     threads busy at least). With the picture cache (``cached``: each picture decoded once, then read and cropped in
-    about a millisecond): up to 2; but none for loaders that feed training steps on the CPU, because there a loader
-    process takes a core from the training's threads, which all wait for the slowest (measured on 2 cores,
-    MobileNetV2 fine-tuning at batch 16: 39 pictures/s loading in the training process, 34 with one loader
-    process). Loaders for a ``frozen_pass`` (the frozen layers' outputs, computed once) keep theirs: that pass
-    decodes most pictures for the first time (feature extraction on 2 cores, empty cache: 7.0 s with one loader
-    process, 11.4 s without). None for tiny datasets, where starting processes costs more than it saves.
+    about a millisecond): up to 2 when a GPU trains; none when the CPU does, because there a loader process takes a
+    core from the training's threads, which all wait for the slowest (measured on 2 cores, MobileNetV2 fine-tuning at
+    batch 16: 39 pictures/s loading in the training process, 34 with one loader process). None for tiny datasets
+    either, where starting processes costs more than it saves.
 
     The number does not depend on how much of the cache is filled: the loaders draw the augmentation's random
     numbers, so a later run with the same settings must get the same number to repeat the first."""
     if requested >= 0:
         return requested
-    if n_items < 64 or (cached and device == "cpu" and not frozen_pass):
+    if n_items < 64 or (cached and device == "cpu"):
         return 0
     return min(2 if cached else 4, available_cores() - 1)
 

@@ -369,9 +369,8 @@ class Trainer:
             self._log(plan.message(), "info" if plan.writable else "warning")
         # Not whether the pictures are in the cache yet: the same settings must give the same loaders (and so the
         # same augmentation) on a later run as on the first.
-        cached, kind = image_cache is not None, runtime.device.type
-        workers = auto_workers(t.workers, len(train_samples), cached=cached, device=kind)
-        prefix_workers = auto_workers(t.workers, len(train_samples), cached=cached, device=kind, frozen_pass=True)
+        workers = auto_workers(t.workers, len(train_samples), cached=image_cache is not None,
+                               device=runtime.device.type)
         pin = runtime.device.type == "cuda"
         data = _Data(
             train=ImageDataset([s.path for s in train_samples], [s.label for s in train_samples], train_tf, draft,
@@ -380,7 +379,7 @@ class Trainer:
                              image_cache),
             train_eval=ImageDataset([s.path for s in train_samples], [s.label for s in train_samples], eval_tf,
                                     draft, image_cache),
-            workers=workers, prefix_workers=prefix_workers, pin=pin)
+            workers=workers, pin=pin)
         criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         scaler = self._scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
         self.backoff = Backoff(runtime, self._log)
@@ -770,12 +769,10 @@ class Trainer:
             return feats.compute_features(prefix, loader, self._prefix_batch(runtime, progress), self._check_stop,
                                           keep_on, out_like=out)
 
-        val_out, val_labels = run(make_loader(data.val, bs, shuffle=False, workers=data.prefix_workers,
-                                              pin_memory=data.pin),
+        val_out, val_labels = run(make_loader(data.val, bs, shuffle=False, workers=data.workers, pin_memory=data.pin),
                                   None)
         train_source = data.train if augmented else data.train_eval
-        loader = make_loader(train_source, bs, shuffle=False, workers=data.prefix_workers,
-                             seed=t.seed + 7919 * (index + 1),
+        loader = make_loader(train_source, bs, shuffle=False, workers=data.workers, seed=t.seed + 7919 * (index + 1),
                              pin_memory=data.pin)
         outputs = torch.empty((views, n_train, *split.output_shape), dtype=val_out.dtype, device=keep_on)
         labels = torch.empty((views, n_train), dtype=torch.long)
@@ -1008,8 +1005,7 @@ class _Data:
     train: ImageDataset  # training pictures, training transform
     val: ImageDataset  # validation pictures, evaluation transform
     train_eval: ImageDataset  # training pictures, evaluation transform
-    workers: int  # loader processes for training and validation
-    prefix_workers: int  # ... for computing a frozen prefix's outputs
+    workers: int
     pin: bool
 
 

@@ -203,4 +203,3 @@ def test_loader_processes_follow_the_cores(monkeypatch):
     # Pictures from the cache: a GPU gets 2 loaders; on the CPU they would take cores from training.
     assert auto_workers(-1, 1000, cached=True, device="cuda") == 2
     assert auto_workers(-1, 1000, cached=True, device="cpu") == 0
-    assert auto_workers(-1, 1000, cached=True, device="cpu", frozen_pass=True) == 2  # decodes most pictures first
