@@ -273,7 +273,8 @@ def cmd_models(args) -> int:
     for name in names:
         print(name)
     timm_count = sum(n.startswith("timm:") for n in names)
-    print(f"{len(names)} model{'' if len(names) == 1 else 's'} ({timm_count} timm, {len(names) - timm_count} torchvision)"
+    noun = "model" if len(names) == 1 else "models"
+    print(f"{len(names)} {noun} ({timm_count} timm, {len(names) - timm_count} torchvision)"
           + (f" matching '{args.filter}'" if args.filter else ""), file=sys.stderr)
     return 0
 
