@@ -55,6 +55,22 @@ def settle(ms: int = 400) -> None:
     loop.exec()
 
 
+def window_on_hymenoptera():
+    """A main window of the app's own (settings and data folder in a scratch folder), SIZE pixels, showing the
+    ants-vs-bees pictures once their scan has finished. Needs a QApplication."""
+    from gui.main_window import MainWindow
+    from gui.settings import file_settings
+
+    scratch = Path(tempfile.mkdtemp(prefix="transfer-studio-shots-"))
+    window = MainWindow(settings=file_settings(scratch / "settings.ini"), data_dir=scratch / "app")
+    window.ask_unsaved = lambda: "discard"
+    window.resize(*SIZE)
+    window.show()
+    window.open_folder(HYMENOPTERA)
+    wait(lambda: window.project.dataset is not None and not window.data_page.scanning)
+    return window
+
+
 def completed_run(runs_folder: Path) -> Path:
     """A completed run in ``runs_folder``, trained now when there is none."""
     from engine import runs
@@ -91,16 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from gui.main_window import MainWindow
-    from gui.settings import file_settings
-
-    scratch = Path(tempfile.mkdtemp(prefix="transfer-studio-shots-"))
-    window = MainWindow(settings=file_settings(scratch / "settings.ini"), data_dir=scratch / "app")
-    window.ask_unsaved = lambda: "discard"
-    window.resize(*SIZE)
-    window.show()
-    window.open_folder(HYMENOPTERA)
-    wait(lambda: window.project.dataset is not None and not window.data_page.scanning)
+    window = window_on_hymenoptera()
     # The project as the run was made: its model, weights and strategy (the status bar and the Model step agree).
     config = window.project.config
     window.project.set_config(dataclasses.replace(

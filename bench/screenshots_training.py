@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from screenshots_results import HYMENOPTERA, SIZE, WEIGHTS, settle, wait  # noqa: E402
+from screenshots_results import HYMENOPTERA, WEIGHTS, settle, wait, window_on_hymenoptera  # noqa: E402
 
 LIVE_AT_EPOCH = 5  # the live screenshot is taken when this epoch ends (phase 3 of progressive unfreezing)
 
@@ -47,16 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841
     from engine import events as ev
-    from gui.main_window import MainWindow
-    from gui.settings import file_settings
 
-    scratch = Path(tempfile.mkdtemp(prefix="transfer-studio-shots-"))
-    window = MainWindow(settings=file_settings(scratch / "settings.ini"), data_dir=scratch / "app")
-    window.ask_unsaved = lambda: "discard"
-    window.resize(*SIZE)
-    window.show()
-    window.open_folder(HYMENOPTERA)
-    wait(lambda: window.project.dataset is not None and not window.data_page.scanning)
+    window = window_on_hymenoptera()
     panel = window.training.train
     window.steps.go_to("train")
     wait(lambda: panel.preloaded.is_set())
