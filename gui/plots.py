@@ -10,6 +10,7 @@ safe); the heat map uses viridis.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -62,6 +63,18 @@ def _pen(colour: str, width: float = 2, alpha: int = 255):
     return pg.mkPen(c, width=width)
 
 
+class _DecadeAxis(pg.AxisItem):
+    """An axis whose logarithmic ticks are the powers of ten (first level) and 2-9 times them (second level).
+    pyqtgraph's own make the 2-9 ticks the first level when the range spans under two decades, so that with labels
+    on every one of them they overlap."""
+
+    def logTickValues(self, minVal, maxVal, size, stdTicks):
+        decades = range(math.floor(minVal), math.ceil(maxVal) + 1)
+        major = [float(d) for d in decades if minVal <= d <= maxVal]
+        minor = [x for d in decades for x in (d + math.log10(k) for k in range(2, 10)) if minVal < x < maxVal]
+        return [(1.0, major), (None, minor)]
+
+
 class TrainingPlots(QWidget):
     """Feed it engine events with ``add_event``; it redraws itself from a timer."""
 
@@ -90,8 +103,8 @@ class TrainingPlots(QWidget):
         self.lr_plot = self._plot(1, 0, "Learning rate", "step size of the head's weights; warm-up, then decay")
         self.speed_plot = self._plot(1, 1, "Pictures / s", "training throughput (on a logarithmic scale when it spans "
                                      "a wide range: a head trained on stored outputs runs a hundred times faster "
-                                     "than a pass through the network)")
-        self.speed_plot.getAxis("left").setStyle(maxTextLevel=0)  # in log mode: label the powers of ten only
+                                     "than a pass through the network)", left=_DecadeAxis("left"))
+        self.speed_plot.getAxis("left").setStyle(maxTextLevel=0)  # label the first tick level only: the decades
         self.speed_log = False
         self.heat_plot = self.view.addPlot(row=2, col=0, colspan=2, title="Which stages are learning")
         self.heat_plot.setToolTip("Gradient size per stage (bottom: input, top: head) along training. A frozen stage "
@@ -125,8 +138,8 @@ class TrainingPlots(QWidget):
         self.timer.timeout.connect(self.redraw_next)
         self.reset()
 
-    def _plot(self, row: int, col: int, title: str, tip: str) -> pg.PlotItem:
-        plot = self.view.addPlot(row=row, col=col, title=title)
+    def _plot(self, row: int, col: int, title: str, tip: str, left: pg.AxisItem | None = None) -> pg.PlotItem:
+        plot = self.view.addPlot(row=row, col=col, title=title, axisItems={"left": left} if left else None)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setLabel("bottom", "epoch")
         plot.addLegend(offset=(-5, 5), labelTextSize="8pt") if title in ("Loss", "Accuracy") else None
