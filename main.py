@@ -118,7 +118,7 @@ def config_from_args(args) -> "RunConfig":
     from engine.errors import ConfigError
 
     if args.config:
-        from engine.project import load_run_config
+        from engine.project.project import load_run_config
 
         config = load_run_config(args.config)  # a run's config.toml or a saved project
     elif not args.data or not args.model:
@@ -193,10 +193,10 @@ def _resume_conflicts(args) -> list[str]:
 
 def cmd_train(args) -> int:
     from engine.errors import ConfigError, UserError
-    from engine.train import fit, resume
+    from engine.train.trainer import fit, resume
 
     if args.resume is not None:
-        from engine.runs import resume_problem
+        from engine.project.runs import resume_problem
 
         conflicts = _resume_conflicts(args)
         if conflicts:
@@ -238,7 +238,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from engine.data import scan
+    from engine.data.scan import scan
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -269,7 +269,7 @@ def cmd_scan(args) -> int:
 def cmd_models(args) -> int:
     from engine.models import catalogue
 
-    names = catalogue(args.filter)
+    names = [item.name for item in catalogue.search(args.filter)]  # the window's model picker reads the same list
     for name in names:
         print(name)
     timm_count = sum(n.startswith("timm:") for n in names)
@@ -318,7 +318,7 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 
 
 def cmd_evaluate(args) -> int:
-    from engine.evaluate import SPLIT_NAMES, evaluate_run
+    from engine.results.evaluate import SPLIT_NAMES, evaluate_run
 
     evaluation = _with_stop(lambda stop: evaluate_run(args.run, args.data, _progress("Evaluating pictures"), stop,
                                                       device=args.device))
@@ -365,7 +365,7 @@ def cmd_predict(args) -> int:
     from pathlib import Path
 
     from engine.errors import UserError
-    from engine.predict import heat_map, load_run_model, predict_paths, write_csv
+    from engine.results.predict import heat_map, load_run_model, predict_paths, write_csv
 
     if args.top < 1:
         raise UserError("--top must be at least 1.")
@@ -387,9 +387,9 @@ def cmd_predict(args) -> int:
             print(f"{r.path}: {r.class_name} {r.confidence:.3f}" + (f" ({others})" if others else ""))
     maps = 0
     if args.heatmaps:
-        from engine.cam import overlay
-        from engine.images import load_rgb
-        from engine.runs import atomic_write
+        from engine.results.cam import overlay
+        from engine.data.images import load_rgb
+        from engine.project.runs import atomic_write
 
         folder = Path(args.heatmaps).expanduser()
         try:
@@ -419,7 +419,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from engine.export import FORMAT_NAMES, export_run
+    from engine.results.export import FORMAT_NAMES, export_run
 
     print(f"Exporting {args.run} as {FORMAT_NAMES[args.format]} and checking it against PyTorch ...",
           file=sys.stderr, flush=True)

@@ -4,13 +4,13 @@ projects.
 Every input is generated in a temporary folder (nothing is downloaded, nothing outside that folder is touched), then
 handed to the engine exactly as the window and the command line do:
 
-- pictures: one ``engine.data.scan`` of a folder that mixes them with good pictures; the sentence is the one its
+- pictures: one ``engine.data.scan.scan`` of a folder that mixes them with good pictures; the sentence is the one its
   health report gives (``python main.py scan DIR`` prints it; the Data step lists it under "Left out"). Pictures that
   are odd but usable say so, and are trained on;
-- weight files: ``engine.models.build_model`` (``--weights FILE``, the Model step), ``engine.library`` import and
-  ``engine.predict.load_run_model`` (``predict``, the Predict step); the sentence is the UserError's text;
+- weight files: ``engine.models.build.build_model`` (``--weights FILE``, the Model step), ``engine.project.library`` import and
+  ``engine.results.predict.load_run_model`` (``predict``, the Predict step); the sentence is the UserError's text;
 - configurations and projects: ``engine.config.load`` (``main.py train CONFIG.toml``) and
-  ``engine.project.open_project`` (Open project...): the UserError's text, or the note shown after opening.
+  ``engine.project.project.open_project`` (Open project...): the UserError's text, or the note shown after opening.
 
 It prints a Markdown table, ``input | what the user sees``. Run:
 
@@ -43,7 +43,7 @@ Row = tuple[str, str]
 def picture_rows(tmp: Path) -> list[Row]:
     from bad_pictures import LOCKED, good_classes, make_bad_pictures, unreadable
 
-    from engine.data import scan
+    from engine.data.scan import scan
 
     data = good_classes(tmp / "pictures")
     bad, odd = make_bad_pictures(data / "cats")
@@ -103,9 +103,9 @@ def weight_rows(tmp: Path) -> list[Row]:
     import torchvision
     from safetensors.torch import save_file
 
-    from engine.library import ModelLibrary
-    from engine.models import build_model
-    from engine.predict import load_run_model
+    from engine.project.library import ModelLibrary
+    from engine.models.build import build_model
+    from engine.results.predict import load_run_model
 
     folder = tmp / "weights"
     folder.mkdir()
@@ -224,7 +224,7 @@ def project_rows(tmp: Path) -> list[Row]:
     import dataclasses
 
     from engine.config import RunConfig
-    from engine.project import Project, open_project, save_project
+    from engine.project.project import Project, open_project, save_project
 
     folder = tmp / "projects" / "shared"
     folder.mkdir(parents=True)
@@ -257,7 +257,7 @@ def project_rows(tmp: Path) -> list[Row]:
     runs_link.symlink_to(tmp / "elsewhere", target_is_directory=True)
     row("runs sent through a link that leads outside (`out = \"runs-link\"`)", PROJECT + '[config]\nout = "runs-link"\n')
 
-    from engine.runs import create_run_dir
+    from engine.project.runs import create_run_dir
 
     for name in ("../../escape", "/etc/passwd", "..\\..\\windows"):
         config = dataclasses.replace(RunConfig(), out=str(folder / "runs"), name=name)

@@ -113,10 +113,10 @@ def run(tmp: Path, root: Path, listed: int, listing: float) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from gui.data_page import DataPage
+    from gui.steps.data.page import DataPage
     from gui.main_window import MainWindow
     from gui.settings import file_settings
-    from gui.thumbnails import make_thumbnail
+    from gui.widgets.thumbnails import make_thumbnail
 
     # The clock for "after the scan finished" starts when the scan's result reaches the window, before the window
     # builds the grid, the chart and the health report from it.

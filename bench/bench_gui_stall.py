@@ -1,6 +1,6 @@
 """How long the window's event loop stalls while a real run trains from the Train step.
 
-The Train step (``gui.train_panel.TrainPanel``, with its one training thread) trains torchvision's MobileNetV2 with the
+The Train step (``gui.steps.train.panel.TrainPanel``, with its one training thread) trains torchvision's MobileNetV2 with the
 shared ImageNet weights on ``../shared/datasets/hymenoptera`` (or, without ../shared, a generated dataset and random
 weights). A 10 ms QTimer on the GUI thread records how late each tick fires: its worst lateness is the longest a user
 would wait for the window to react. When a tick is late by more than REPORT_MS, a watchdog thread has already sampled
@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])
-    from gui.train_panel import TrainPanel
+    from gui.steps.train.panel import TrainPanel
 
     with tempfile.TemporaryDirectory() as tmp:
         config = make_config(args, Path(tmp))
@@ -127,7 +127,7 @@ def main() -> None:
         panel.show()
         panel.set_config(config)
         if not args.engine_scans:  # as in the window: the Data step has scanned and checked the pictures already
-            from engine.data import scan
+            from engine.data.scan import scan
 
             panel.set_dataset(scan(config.data.source))
         meter = StallMeter()

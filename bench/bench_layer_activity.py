@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from engine import train as T  # noqa: E402
+from engine.train import trainer as T  # noqa: E402
 from engine.config import Phase  # noqa: E402
-from engine.freeze import apply_phase, decayed, param_groups  # noqa: E402
-from engine.layers import build_layer_tree  # noqa: E402
-from engine.models import build_model  # noqa: E402
+from engine.train.strategies import apply_phase, decayed, param_groups  # noqa: E402
+from engine.models.layers import build_layer_tree  # noqa: E402
+from engine.models.build import build_model  # noqa: E402
 
 
 class _Config:  # what make_optimizer reads

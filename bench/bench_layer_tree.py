@@ -1,6 +1,6 @@
 """How long the layer tree of a large model takes to open, and whether the window stays responsive meanwhile.
 
-For each model (weights "none"): the model is built by gui.model_builder.ModelBuilder on its background thread, then
+For each model (weights "none"): the model is built by gui.support.model_builder.ModelBuilder on its background thread, then
 the layer editor fills its tree on the GUI thread (top-level rows; then every row opened, the worst case). A 10 ms
 QTimer on the GUI thread records how late each of its ticks fires: the longest lateness is the longest stall a user
 could feel. The baseline is the plain PyTorch way, measured in the same run: ``timm.create_model`` on the GUI
@@ -69,7 +69,7 @@ def open_everything(editor) -> int:
 
 
 def measure(name: str, editor, meter: StallMeter) -> dict:
-    from gui.model_builder import ModelBuilder
+    from gui.support.model_builder import ModelBuilder
 
     builder = ModelBuilder()
     loop = QEventLoop()
@@ -110,7 +110,7 @@ def baseline(name: str) -> float:
 
 def main(names: list[str]) -> None:
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from gui.layer_editor import LayerEditor
+    from gui.steps.layers import LayerEditor
 
     editor = LayerEditor()
     editor.resize(1100, 760)
@@ -134,7 +134,7 @@ def main(names: list[str]) -> None:
         print(f"    baseline, timm.create_model on the GUI thread: {naive:.2f} s frozen; "
               f"stall ratio {m['stall_s'] / naive:.3f} (GUI frozen {naive / max(m['stall_s'], 1e-9):.0f}x "
               "less long)")
-    from gui.model_builder import shutdown
+    from gui.support.model_builder import shutdown
 
     shutdown()
     app.quit()

@@ -17,7 +17,7 @@ With the tutorial's constant rate (its StepLR does not step before epoch 8) the 
 snapshot of a noisy walk: at batch 4, with BatchNorm statistics from 4 pictures, it moved between 69 % and 91 % from
 one epoch to the next, on both sides. Fine-tuning runs at the tutorial's batch of 4 and at the engine's automatic
 batch for this device (16 on a CPU), each side at both, the learning rate scaled with the batch (0.001 per 4
-pictures). The engine runs ``engine.train.fit`` with the same optimizer settings, batch size and epochs, starting
+pictures). The engine runs ``engine.train.trainer.fit`` with the same optimizer settings, batch size and epochs, starting
 with an empty picture cache; everything else is automatic (loader processes, channels_last, precision: bf16
 training steps on a CPU with native bf16 at batches of 8 or more).
 
@@ -50,7 +50,7 @@ SHARED = REPO.parent / "shared"
 DATA = SHARED / "datasets" / "hymenoptera"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_in1k.safetensors"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SCALE = (0.6, 1.0)  # engine.loaders.AUGMENT_PRESETS["light"]
+SCALE = (0.6, 1.0)  # engine.data.loaders.AUGMENT_PRESETS["light"]
 BATCH, WORKERS, LR, MOMENTUM = 4, 4, 0.001, 0.9  # the tutorial's settings
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by a part of the device name.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.0,
@@ -197,7 +197,7 @@ def engine_run(strategy: str, epochs: int, *, model: str = "torchvision:mobilene
                device: str = "auto", batch: int = BATCH, workers: int = -1, lr: float = LR, **train) -> dict:
     from engine import events as ev
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from engine.train import fit
+    from engine.train.trainer import fit
 
     steps: dict[int, float] = {}
     logs: list[str] = []
@@ -219,7 +219,7 @@ def engine_run(strategy: str, epochs: int, *, model: str = "torchvision:mobilene
         seconds = time.perf_counter() - began
         if result.status != "completed":
             raise SystemExit(f"The engine's run did not complete: {result.error}")
-        from engine import runs
+        from engine.project import runs
 
         records = runs.read_metrics(result.run_dir)
     steady = [steps[e] for e in sorted(steps)[1:]] or list(steps.values())
@@ -244,7 +244,7 @@ def auto_batch() -> int:
     """The batch size the engine chooses by itself for these pictures on this machine's CPU (or GPU)."""
     import torch
 
-    from engine.devices import auto_batch_size
+    from engine.train.runtime import auto_batch_size
 
     return auto_batch_size("cuda" if torch.cuda.is_available() else "cpu", 245)
 
@@ -260,7 +260,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from engine.loaders import available_cores
+    from engine.data.loaders import available_cores
 
     text = f"{cpu}, {available_cores()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     if torch.cuda.is_available():
@@ -430,7 +430,7 @@ def main(argv=None) -> int:
 
 
 def write_doc(table: str, notes: list[str], load_before: str, load_after: str, args) -> None:
-    from engine.runs import atomic_write_text
+    from engine.project.runs import atomic_write_text
 
     doc = f"""# Benchmark: Transfer Studio against the PyTorch tutorial
 

@@ -73,9 +73,9 @@ def window_on_hymenoptera():
 
 def completed_run(runs_folder: Path) -> Path:
     """A completed run in ``runs_folder``, trained now when there is none."""
-    from engine import runs
+    from engine.project import runs
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from engine.train import fit
+    from engine.train.trainer import fit
 
     for info in runs.list_runs(runs_folder):
         if info.status == "completed" and info.model == "torchvision:mobilenet_v2" and \

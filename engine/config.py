@@ -63,7 +63,7 @@ class Phase:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 0  # pictures per step; 0 = automatic (engine.devices.auto_batch_size)
+    batch_size: int = 0  # pictures per step; 0 = automatic (engine.train.runtime.auto_batch_size)
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     momentum: float = 0.9  # SGD only
@@ -74,13 +74,13 @@ class TrainConfig:
     early_stopping: int = 0  # end a phase after this many epochs without a better validation accuracy; 0 = off
     layer_decay: float = 0.75  # fine-tune-deep and progressive: each stage further from the head learns this much slower
     # auto = bf16 (or fp16) mixed precision on CUDA; on the CPU, bf16 training steps where it pays
-    # (engine.devices.cpu_bf16_pays), fp32 otherwise
+    # (engine.train.runtime.cpu_bf16_pays), fp32 otherwise
     precision: str = "auto"
-    channels_last: str = "auto"  # auto = on for CUDA and the CPU (engine.train.resolve_runtime)
+    channels_last: str = "auto"  # auto = on for CUDA and the CPU (engine.train.trainer.resolve_runtime)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     workers: int = -1  # data-loading processes; -1 = chosen from the machine's cores
     seed: int = 0
-    # Speed (engine.cache, engine.features); none of them changes what is learnt beyond rounding.
+    # Speed (engine.data.cache, engine.train.fastpath); none of them changes what is learnt beyond rounding.
     cache_images: bool = True  # keep decoded, resized pictures on disk and reuse them across epochs and runs
     cache_features: bool = True  # compute the frozen layers' outputs once per phase when everything below is frozen
     feature_views: int = 0  # augmented views per training picture for cached outputs; 0 = automatic (3)
@@ -269,7 +269,7 @@ def load(path: str | os.PathLike) -> RunConfig:
 
 
 def save(config: RunConfig, path: str | os.PathLike) -> None:
-    from engine.runs import atomic_write_text
+    from engine.project.runs import atomic_write_text
 
     try:
         atomic_write_text(path, dumps(config))

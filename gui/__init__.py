@@ -1,3 +1,3 @@
 """The Qt window of Transfer Studio."""
 
-from gui import qt_compat  # noqa: F401  (first: guards against a PySide6 reference-count bug, see the module)
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 reference-count bug, see the module)

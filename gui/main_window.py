@@ -1,7 +1,7 @@
 """The main window: the welcome page or the project's steps, the File menu, the status bar, drag and drop.
 
 The window only wires things together: the project and its draft live in ``gui.project``, the steps in
-``gui.steps``, the Data step in ``gui.data_page``. Other steps plug in with ``window.steps.set_page(key, widget)``
+``gui.sidebar``, the Data step in ``gui.steps.data.page``. Other steps plug in with ``window.steps.set_page(key, widget)``
 and report their state with ``window.steps.set_state(key, StepState..., reason)``; they read and change the settings
 through ``window.project`` (a ``ProjectModel``).
 
@@ -11,7 +11,7 @@ that tests can answer them.
 
 from __future__ import annotations
 
-from gui import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 import os
 from pathlib import Path
@@ -20,18 +20,18 @@ from PySide6.QtCore import QSettings, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QStackedWidget, QWidget
 
-from engine.demo import DEMO_NAME, open_demo_project, user_data_dir
+from engine.project.demo import DEMO_NAME, open_demo_project, user_data_dir
 from engine.errors import UserError
-from engine.project import PROJECT_SUFFIX, Project, discard_draft, new_project, open_project, read_draft, \
+from engine.project.project import PROJECT_SUFFIX, Project, discard_draft, new_project, open_project, read_draft, \
     safe_file_stem
 from gui import style
-from gui.data_page import DataPage
-from gui.health_panel import ATTENTION
+from gui.steps.data.page import DataPage
+from gui.steps.data.health import ATTENTION
 from gui.project import DraftKeeper, ProjectModel
 from gui.settings import (LAST_FOLDER_KEY, LAST_PROJECT_FOLDER_KEY, RecentProjects, default_settings, read_bytes,
                           read_str)
-from gui import gc_guard
-from gui.steps import Steps, StepState
+from gui.support import gc_guard
+from gui.sidebar import Steps, StepState
 from gui.welcome import WelcomePage
 
 APP_NAME = "Transfer Studio"
@@ -42,7 +42,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, data_dir: str | os.PathLike | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        gc_guard.install()  # Qt objects are only ever freed on this thread (see gui.gc_guard)
+        gc_guard.install()  # Qt objects are only ever freed on this thread (see gui.support.gc_guard)
         self.settings = settings if settings is not None else default_settings()
         self.data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
         self.recent = RecentProjects(self.settings)
@@ -161,9 +161,9 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.act_about)
 
     def set_offline(self, offline: bool, remember: bool = True) -> None:
-        """The offline switch (engine.models.offline_mode): remembered, and shown in the status bar while on. The
+        """The offline switch (engine.models.build.offline_mode): remembered, and shown in the status bar while on. The
         TRANSFER_STUDIO_OFFLINE environment variable turns it on for a session whatever was remembered."""
-        from engine.models import OFFLINE_ENV
+        from engine.models.build import OFFLINE_ENV
 
         if offline:
             os.environ[OFFLINE_ENV] = "1"
@@ -492,7 +492,7 @@ class MainWindow(QMainWindow):
     # -- settings --------------------------------------------------------------------------------------------
 
     def _restore_settings(self) -> None:
-        from engine.models import offline_mode
+        from engine.models.build import offline_mode
 
         remembered = str(self.settings.value("network/offline", False)).lower() in ("true", "1")
         self.set_offline(offline_mode() or remembered, remember=False)

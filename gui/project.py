@@ -1,4 +1,4 @@
-"""The project the steps share: a small QObject around the plain ``engine.project.Project``.
+"""The project the steps share: a small QObject around the plain ``engine.project.project.Project``.
 
 Every step reads the settings from ``ProjectModel.config`` (the RunConfig, the single source of truth) and changes
 them with ``set_config`` / ``update_data`` / ..., which emit ``config_changed`` and mark the project as modified.
@@ -10,7 +10,7 @@ nothing; a clean save, a discard or a clean close removes the draft.
 
 from __future__ import annotations
 
-from gui import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 import dataclasses
 import os
@@ -19,9 +19,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.config import RunConfig
-from engine.data import DatasetIndex
+from engine.data.scan import DatasetIndex
 from engine.errors import UserError
-from engine.project import Project, discard_draft, save_draft, save_project
+from engine.project.project import Project, discard_draft, save_draft, save_project
 
 DRAFT_DELAY_MS = 2000  # write the draft this long after the last change (many quick changes: one write)
 

@@ -8,15 +8,15 @@ was exported (Predict & Export). Kept out of MainWindow so that the window stays
 
 from __future__ import annotations
 
-from gui import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QApplication
 
-from gui.evaluate_page import EvaluatePage
-from gui.predict_page import PredictPage
-from gui.result_jobs import ModelCache
-from gui.steps import StepState
+from gui.steps.evaluate import EvaluatePage
+from gui.steps.predict import PredictPage
+from gui.support.jobs import ModelCache
+from gui.sidebar import StepState
 
 EVALUATE, EXPORT = "evaluate", "export"
 

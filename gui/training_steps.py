@@ -11,10 +11,10 @@ from PySide6.QtWidgets import QMessageBox
 
 from engine.config import RunConfig
 from engine.errors import ConfigError
-from gui.layer_editor import LayerEditor
-from gui.model_picker import ModelPicker
-from gui.steps import StepState
-from gui.train_panel import TrainPanel
+from gui.steps.layers import LayerEditor
+from gui.steps.model import ModelPicker
+from gui.sidebar import StepState
+from gui.steps.train.panel import TrainPanel
 
 
 class TrainingSteps(QObject):

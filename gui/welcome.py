@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gui import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 from pathlib import Path
 

@@ -73,7 +73,7 @@ def _tiny_run_template(tmp_path_factory) -> Path:
     import torch
 
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from engine.train import fit
+    from engine.train.trainer import fit
 
     data = make_class_folders(tmp_path_factory.mktemp("tiny-run-data") / "colours", per_class=8)
     config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
@@ -111,11 +111,11 @@ def tiny_run_data(_tiny_run_template) -> Path:
 
 @pytest.fixture(autouse=True)
 def _collect_garbage_on_the_gui_thread(request):
-    """GUI tests: garbage is collected on the GUI thread only, as in the app (gui.gc_guard), from the first GUI test
+    """GUI tests: garbage is collected on the GUI thread only, as in the app (gui.support.gc_guard), from the first GUI test
     on, whichever widget it starts with."""
     if "gui" in request.node.path.parent.parts[-1:]:
         request.getfixturevalue("qapp")
-        from gui import gc_guard
+        from gui.support import gc_guard
 
         gc_guard.install()
     yield

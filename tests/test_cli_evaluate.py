@@ -15,7 +15,7 @@ import torch
 import main
 from conftest import REPO, make_class_folders
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.train import fit
+from engine.train.trainer import fit
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ import pytest
 
 from bad_pictures import LOCKED, good_classes, make_bad_pictures, unreadable
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.data import scan
-from engine.train import fit
+from engine.data.scan import scan
+from engine.train.trainer import fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

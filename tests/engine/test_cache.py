@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import cache as cache_module
-from engine.cache import CACHE_ENV, ImageCache, cache_root, working_side
-from engine.images import load_rgb
-from engine.loaders import ImageDataset, build_transforms, decode_size
+from engine.data import cache as cache_module
+from engine.data.cache import CACHE_ENV, ImageCache, cache_root, working_side
+from engine.data.images import load_rgb
+from engine.data.loaders import ImageDataset, build_transforms, decode_size
 
 # MobileNetV2's preprocessing: resize the shorter side to 256, centre-crop 224.
 DATA_CONFIG = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406),

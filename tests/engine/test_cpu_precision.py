@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import engine.devices
-import engine.train
+import engine.train.runtime
+import engine.train.trainer
 from engine import events as ev
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.devices import auto_batch_size, cpu_bf16_pays
-from engine.train import fit
+from engine.train.runtime import auto_batch_size, cpu_bf16_pays
+from engine.train.trainer import fit
 
 pytestmark = pytest.mark.usefixtures("quick_training")
 
@@ -30,9 +30,9 @@ def config_for(data, out, strategy, batch_size=8, **train) -> RunConfig:
 def run_recording(config, monkeypatch, native: bool):
     """Runs ``config`` on a CPU said to have (or not) native bf16; returns the autocast dtype (None: off) of each
     forward pass through the head, as (training step?, dtype), and the run's log."""
-    monkeypatch.setattr(engine.devices, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(engine.train.runtime, "cpu_has_native_bf16", lambda: native)
     passes: list[tuple[bool, torch.dtype | None]] = []
-    real_build = engine.train.build_model
+    real_build = engine.train.trainer.build_model
 
     def build(*args, **kwargs):
         built = real_build(*args, **kwargs)
@@ -44,7 +44,7 @@ def run_recording(config, monkeypatch, native: bool):
         built.model.get_submodule(built.head).register_forward_hook(hook)
         return built
 
-    monkeypatch.setattr(engine.train, "build_model", build)
+    monkeypatch.setattr(engine.train.trainer, "build_model", build)
     logs: list[str] = []
     result = fit(config, lambda e: logs.append(e.message) if isinstance(e, ev.Log) else None)
     assert result.status == "completed", result.error
@@ -73,9 +73,9 @@ def test_full_precision_where_bf16_does_not_pay(tiny_dataset, tmp_path, monkeypa
 
 
 def test_bf16_pays_from_batches_of_4_on_native_hardware_only(monkeypatch):
-    monkeypatch.setattr(engine.devices, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(engine.train.runtime, "cpu_has_native_bf16", lambda: True)
     assert cpu_bf16_pays(4) and cpu_bf16_pays(16) and not cpu_bf16_pays(2)
-    monkeypatch.setattr(engine.devices, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(engine.train.runtime, "cpu_has_native_bf16", lambda: False)
     assert not cpu_bf16_pays(16)
     assert auto_batch_size("cpu", 10_000) == 16  # the CPU's fastest batch in fp32 and in bf16
 
@@ -83,10 +83,10 @@ def test_bf16_pays_from_batches_of_4_on_native_hardware_only(monkeypatch):
 def test_strided_depthwise_convolutions_stay_in_fp32_during_bf16_steps(tiny_dataset, tmp_path, monkeypatch):
     """oneDNN's bf16 kernels train strided depthwise convolutions several times slower than its fp32 ones: those
     compute in fp32, every other convolution in bf16; afterwards the modules are as they were."""
-    monkeypatch.setattr(engine.devices, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(engine.train.runtime, "cpu_has_native_bf16", lambda: True)
     outputs: dict[str, set] = {"depthwise, stride 2": set(), "pointwise": set()}
     built_model = []
-    real_build = engine.train.build_model
+    real_build = engine.train.trainer.build_model
 
     def build(*args, **kwargs):
         built = real_build(*args, **kwargs)
@@ -97,7 +97,7 @@ def test_strided_depthwise_convolutions_stay_in_fp32_during_bf16_steps(tiny_data
         built_model.append(model)
         return built
 
-    monkeypatch.setattr(engine.train, "build_model", build)
+    monkeypatch.setattr(engine.train.trainer, "build_model", build)
     config = config_for(tiny_dataset, tmp_path, "fine-tune-deep")
     config = RunConfig(data=config.data, model=ModelConfig("timm:test_efficientnet", "none"), strategy=config.strategy,
                        epochs=1, lr=config.lr, train=config.train, out=config.out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.data import DataError, DatasetIndex, HealthReport, Problem, scan, stratified_split
+from engine.data.scan import DataError, DatasetIndex, HealthReport, Problem, scan, stratified_split
 
 HYMENOPTERA = Path(__file__).parents[3] / "shared" / "datasets" / "hymenoptera"
 

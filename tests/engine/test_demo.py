@@ -8,11 +8,11 @@ import hashlib
 
 import pytest
 
-from engine.data import scan
-from engine.demo import (DEMO_CLASSES, DEMO_PER_CLASS, demo_config, demo_folder, ensure_demo_dataset,
+from engine.data.scan import scan
+from engine.project.demo import (DEMO_CLASSES, DEMO_PER_CLASS, demo_config, demo_folder, ensure_demo_dataset,
                          make_patterns_dataset, open_demo_project)
 from engine.errors import UserError
-from engine.project import open_project
+from engine.project.project import open_project
 
 
 def _digest(folder) -> str:
@@ -75,9 +75,9 @@ def test_the_demo_dataset_is_healthy_and_balanced(tmp_path):
 
 
 def test_the_demo_settings_need_no_download_and_train_the_whole_network(tmp_path):
-    from engine.freeze import resolve_phases
-    from engine.layers import build_layer_tree
-    from engine.models import build_model
+    from engine.train.strategies import resolve_phases
+    from engine.models.layers import build_layer_tree
+    from engine.models.build import build_model
 
     config = demo_config(tmp_path / "patterns", tmp_path / "runs")
     assert config.model.weights == "none"
@@ -97,14 +97,14 @@ def test_the_demo_project_is_saved_in_the_data_folder_and_reopened(tmp_path):
     assert open_project(project.path, data_dir=tmp_path).project == project
 
     # A demo project the user changed and saved is opened as it was left.
-    from engine.project import save_project
+    from engine.project.project import save_project
 
     save_project(project.with_config(dataclasses.replace(project.config, epochs=2)), project.path, data_dir=tmp_path)
     assert open_demo_project(tmp_path).config.epochs == 2
 
 
 def test_a_short_demo_run_completes_offline(tmp_path):
-    from engine.train import fit
+    from engine.train.trainer import fit
 
     pictures = make_patterns_dataset(tmp_path / "patterns", per_class=8)
     config = demo_config(pictures, tmp_path / "runs")

@@ -1,7 +1,7 @@
 """The automatic batch size."""
 
 from engine.config import RunConfig, TrainConfig
-from engine.devices import auto_batch_size
+from engine.train.runtime import auto_batch_size
 
 
 def test_automatic_batch_size_is_the_default_and_fits_the_device_and_the_data():

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import make_class_folders
-from engine import runs
+from engine.project import runs
 from engine.errors import UserError
-from engine.evaluate import EVALUATION, calibration_bins, compute_split, evaluate_run, load_evaluation
-from engine.predict import Stopped
+from engine.results.evaluate import EVALUATION, calibration_bins, compute_split, evaluate_run, load_evaluation
+from engine.results.predict import Stopped
 
 # Eight pictures of three classes a, b, c: true label, class probabilities, and (worked out below) the prediction.
 LABELS = [0, 0, 0, 1, 1, 2, 2, 2]
@@ -136,7 +136,7 @@ def test_a_run_is_evaluated_on_its_own_validation_and_test_pictures(run_dir):
     assert again.splits["test"].samples == evaluation.splits["test"].samples
     assert again.splits["val"].mistakes == evaluation.splits["val"].mistakes
     leftovers = [p for p in run_dir.iterdir() if p.name.startswith(".") and p.name != runs.LOCK]
-    assert not leftovers  # no temporary file left behind (the run's lock file stays, see engine.runs.run_lock)
+    assert not leftovers  # no temporary file left behind (the run's lock file stays, see engine.project.runs.run_lock)
 
 
 def test_the_accuracy_agrees_with_training(run_dir):

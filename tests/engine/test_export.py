@@ -15,9 +15,9 @@ import torch
 
 from conftest import REPO
 from engine.errors import UserError
-from engine.evaluate import evaluate_run
-from engine.export import CARD, export_run, model_card
-from engine.predict import load_run_model, predict_paths
+from engine.results.evaluate import evaluate_run
+from engine.results.export import CARD, export_run, model_card
+from engine.results.predict import load_run_model, predict_paths
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import engine.train
+import engine.train.trainer
 from engine import events as ev
-from engine import runs
+from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.train import fit, load_checkpoint, resume
+from engine.train.trainer import fit, load_checkpoint, resume
 
 MODEL = "timm:test_resnet"
 
@@ -55,14 +55,14 @@ class Recorder:
 
 def wrap_model(monkeypatch, wrapper):
     """``wrapper(forward) -> forward`` around the model's forward in every run built from now on."""
-    build = engine.train.build_model
+    build = engine.train.trainer.build_model
 
     def wrapped(*args, **kwargs):
         built = build(*args, **kwargs)
         built.model.forward = wrapper(built.model.forward)
         return built
 
-    monkeypatch.setattr(engine.train, "build_model", wrapped)
+    monkeypatch.setattr(engine.train.trainer, "build_model", wrapped)
 
 
 def assert_failed_with(result, rec, *words) -> None:
@@ -154,7 +154,7 @@ def test_out_of_memory_backs_off_the_batch_and_gives_the_same_results(tiny_datas
 
 def test_out_of_memory_with_one_picture_fails_with_advice(tiny_dataset, tmp_path, monkeypatch):
     wrap_model(monkeypatch, OutOfMemory(None))
-    monkeypatch.setattr(engine.train.Backoff, "shrink", lambda self, batch: (_ for _ in ()).throw(
+    monkeypatch.setattr(engine.train.trainer.Backoff, "shrink", lambda self, batch: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory (simulated)")))  # as when the pieces are single pictures
     rec = Recorder()
     result = fit(config_for(tiny_dataset, tmp_path, cache_features=False), rec)
@@ -167,7 +167,7 @@ def test_out_of_memory_with_one_picture_fails_with_advice(tiny_dataset, tmp_path
 def improving_validation(monkeypatch):
     """Every epoch is the best so far, so that every epoch writes best.safetensors."""
     scores = iter([(1.0 - 0.1 * i, 0.3 + 0.1 * i) for i in range(100)])
-    monkeypatch.setattr(engine.train, "evaluate_loader", lambda *a, **k: next(scores))
+    monkeypatch.setattr(engine.train.trainer, "evaluate_loader", lambda *a, **k: next(scores))
 
 
 class Saved:

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from engine import features as F
+from engine.train import fastpath as F
 from engine.config import Phase, RunConfig
-from engine.freeze import apply_phase, resolve_phases, set_train_mode
-from engine.layers import HEAD, build_layer_tree
-from engine.models import build_model
+from engine.train.strategies import apply_phase, resolve_phases, set_train_mode
+from engine.models.layers import HEAD, build_layer_tree
+from engine.models.build import build_model
 
 
 SIDE = 64
@@ -181,7 +181,7 @@ def test_each_epoch_draws_one_view_per_picture_repeatably():
 
 
 def test_cached_batches_come_in_the_order_of_the_picture_loader():
-    from engine.loaders import make_loader
+    from engine.data.loaders import make_loader
 
     class Indices(torch.utils.data.Dataset):
         def __len__(self):

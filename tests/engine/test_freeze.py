@@ -10,10 +10,10 @@ import torch.nn as nn
 
 from engine.config import Phase, RunConfig, TrainConfig
 from engine.errors import ConfigError
-from engine.freeze import (LP_FT_LR_SCALE, SHALLOW_LR_MULT, apply_phase, param_groups, resolve_phases,
+from engine.train.strategies import (LP_FT_LR_SCALE, SHALLOW_LR_MULT, apply_phase, param_groups, resolve_phases,
                            set_train_mode)
-from engine.layers import build_layer_tree
-from engine.models import build_model
+from engine.models.layers import build_layer_tree
+from engine.models.build import build_model
 
 LR = 0.01
 

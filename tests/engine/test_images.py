@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, check_image, is_image_path, load_rgb
+from engine.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, check_image, is_image_path, load_rgb
 
 
 def _png_header(width: int, height: int) -> bytes:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch.nn as nn
 
-from engine.layers import HEAD, LayerNode, ModuleTree, build_layer_tree, stage_groups
-from engine.models import build_model
+from engine.models.layers import HEAD, LayerNode, ModuleTree, build_layer_tree, stage_groups
+from engine.models.build import build_model
 
 
 @pytest.fixture(scope="module")

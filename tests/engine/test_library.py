@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine import runs
+from engine.project import runs
 from engine.errors import ModelError
-from engine.library import ModelLibrary, default_library_dir, trained_models
-from engine.models import build_model
+from engine.project.library import ModelLibrary, default_library_dir, trained_models
+from engine.models.build import build_model
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-import engine.models as models
+import engine.models.build as models
 from engine.errors import ModelError, UserError
-from engine.layers import HEAD, build_layer_tree
-from engine.models import build_model, catalogue, check_name, read_weight_file, split_name
+from engine.models.layers import HEAD, build_layer_tree
+from engine.models.build import build_model, catalogue, check_name, read_weight_file, split_name
 
 NOT_ON_THIS_COMPUTER = "not on this computer"
 
@@ -521,7 +521,7 @@ def test_layer_tree_timm_vit_tiny(vit):
 def test_offline_switch_opens_no_connection(monkeypatch, tmp_path):
     import socket
 
-    import engine.models as models
+    import engine.models.build as models
 
     monkeypatch.setenv(models.OFFLINE_ENV, "1")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.images import load_rgb
-from engine.predict import Stopped, expand_paths, heat_map, load_run_model, predict_paths, write_csv
+from engine.data.images import load_rgb
+from engine.results.predict import Stopped, expand_paths, heat_map, load_run_model, predict_paths, write_csv
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import DataConfig, ModelConfig, Phase, RunConfig, TrainConfig, from_dict
 from engine.errors import ConfigError
-from engine.project import (PROJECT_SUFFIX, Project, discard_draft, draft_path, load_run_config, new_project,
+from engine.project.project import (PROJECT_SUFFIX, Project, discard_draft, draft_path, load_run_config, new_project,
                             open_project, read_draft, save_draft, save_project)
 
 
@@ -156,13 +156,13 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     path = save_project(Project("Old", RunConfig()), tmp_path / "p.tsproj").path
     before = Path(path).read_text(encoding="utf-8")
 
-    import engine.runs
+    import engine.project.runs
 
     def broken_write(tmp, text):  # the disk fills up half-way through the write
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engine.runs, "atomic_write_text",
-                        lambda p, text: engine.runs.atomic_write(p, lambda tmp: broken_write(tmp, text)))
+    monkeypatch.setattr(engine.project.runs, "atomic_write_text",
+                        lambda p, text: engine.project.runs.atomic_write(p, lambda tmp: broken_write(tmp, text)))
     with pytest.raises(ConfigError, match="No space left"):
         save_project(Project("New", RunConfig()), path)
     assert Path(path).read_text(encoding="utf-8") == before

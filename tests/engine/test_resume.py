@@ -18,13 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import engine.train
+import engine.train.trainer
 from conftest import REPO
 from engine import events as ev
-from engine import runs
+from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.models import build_model
-from engine.train import fit, load_checkpoint, resume
+from engine.models.build import build_model
+from engine.train.trainer import fit, load_checkpoint, resume
 
 MODEL = "timm:test_resnet"  # a ResNet of 0.4 M parameters (BatchNorm, several stages): fast, and the real code paths
 KILL_DEADLINE_S = 300  # generous: the machine may be busy; the test polls and never waits this long when all is well
@@ -75,14 +75,14 @@ def without_time(run_dir) -> list[dict]:
 def models(monkeypatch):
     """The model each run builds, kept: its weights after the run are the run's final weights."""
     built = []
-    build = engine.train.build_model
+    build = engine.train.trainer.build_model
 
     def keep(*args, **kwargs):
         b = build(*args, **kwargs)
         built.append(b.model)
         return b
 
-    monkeypatch.setattr(engine.train, "build_model", keep)
+    monkeypatch.setattr(engine.train.trainer, "build_model", keep)
     return built
 
 
@@ -95,7 +95,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 # --- kill -9 ----------------------------------------------------------------------------------------------------
 
-PRELUDE = "import sys, engine.train as t; t.CHECKPOINT_EVERY_S = float(sys.argv.pop(1)); import main; " \
+PRELUDE = "import sys, engine.train.trainer as t; t.CHECKPOINT_EVERY_S = float(sys.argv.pop(1)); import main; " \
           "sys.exit(main.main(sys.argv[1:]))"
 
 
@@ -218,7 +218,7 @@ def test_stopping_and_resuming_gives_the_same_weights_as_one_run(tiny_dataset, t
 def test_a_crash_within_an_epoch_resumes_from_the_timed_checkpoint(tiny_dataset, tmp_path, models, monkeypatch):
     """The checkpoint 'every few minutes' within an epoch, with the interval made tiny: after a crash at step 6
     (epoch 2, step 2) the checkpoint holds epoch 2's first step; resuming gives the uninterrupted run's weights."""
-    monkeypatch.setattr(engine.train, "CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.train.trainer, "CHECKPOINT_EVERY_S", 0.0)
     config = config_for(tiny_dataset, tmp_path, epochs=3)
     whole = fit(config)
     reference = models[-1]
@@ -354,13 +354,13 @@ def test_missing_pictures_are_named_before_anything_changes(stopped_run, tiny_da
 
 def test_resume_may_change_the_device_and_workers_only(stopped_run, monkeypatch):
     seen = []
-    run = engine.train.Trainer._run
+    run = engine.train.trainer.Trainer._run
 
     def spy(self, dataset):
         seen.append(dataclasses.replace(self.config))
         return run(self, dataset)
 
-    monkeypatch.setattr(engine.train.Trainer, "_run", spy)
+    monkeypatch.setattr(engine.train.trainer.Trainer, "_run", spy)
     result = resume(stopped_run, device="cpu", workers=0)
     assert result.status == "completed", result.error
     assert (seen[0].train.device, seen[0].train.workers) == ("cpu", 0)

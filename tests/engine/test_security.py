@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import runs
+from engine.project import runs
 from engine.config import RunConfig
 from engine.errors import ModelError, UserError
-from engine.library import ImportedWeights, ModelLibrary
-from engine.models import build_model, read_weight_file
-from engine.predict import load_run_model
-from engine.project import Project, open_project, safe_file_stem, save_project
+from engine.project.library import ImportedWeights, ModelLibrary
+from engine.models.build import build_model, read_weight_file
+from engine.results.predict import load_run_model
+from engine.project.project import Project, open_project, safe_file_stem, save_project
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -146,7 +146,7 @@ def test_a_project_naming_its_runs_outside_its_folder_runs_inside_it(tmp_path):
     config = opened.project.config
     assert config.out == str(folder / "runs")
     assert opened.notes and "outside the project's folder" in opened.notes[0]
-    # Where a run of this project is created (engine.train does exactly this with the project's settings).
+    # Where a run of this project is created (engine.train.trainer does exactly this with the project's settings).
     made = runs.create_run_dir(config.out, config.model.name, config.strategy, config.name)
     assert made.parent == folder / "runs"
     # The project's name only names files through safe_file_stem (the Save As suggestion): no folders in it.
@@ -189,7 +189,7 @@ def test_a_library_entry_naming_a_file_elsewhere_is_never_used_or_deleted(tmp_pa
 
 
 def test_a_very_long_run_name_still_makes_a_run_folder(tmp_path):
-    from engine.runs import create_run_dir
+    from engine.project.runs import create_run_dir
 
     run = create_run_dir(tmp_path, "timm:resnet18", "feature-extraction", name="leaf spots " * 60)
     assert run.is_dir() and run.parent == tmp_path and len(run.name) < 130

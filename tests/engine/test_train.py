@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine import events as ev
-from engine import runs
+from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load
-from engine.models import build_model
-from engine.train import fit
+from engine.models.build import build_model
+from engine.train.trainer import fit
 
 MODEL = "timm:resnet18"
 
@@ -190,9 +190,9 @@ def test_a_diverging_loss_fails_with_advice(tiny_dataset, tmp_path):
 
 
 def test_early_stopping_ends_a_phase_without_progress(tiny_dataset, tmp_path, monkeypatch):
-    import engine.train
+    import engine.train.trainer
 
-    monkeypatch.setattr(engine.train, "evaluate_loader", lambda *a, **k: (1.0, 0.5))  # validation never improves
+    monkeypatch.setattr(engine.train.trainer, "evaluate_loader", lambda *a, **k: (1.0, 0.5))  # validation never improves
     rec = Recorder()
     result = fit(config_for(tiny_dataset, tmp_path, epochs=5, train={"early_stopping": 2}), rec)
     assert result.status == "completed" and result.epochs_completed == 3

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import engine.features
-import engine.train
+import engine.train.fastpath
+import engine.train.trainer
 from engine import events as ev
-from engine import runs
-from engine.cache import CACHE_ENV
+from engine.project import runs
+from engine.data.cache import CACHE_ENV
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.loaders import auto_workers
-from engine.train import fit
+from engine.data.loaders import auto_workers
+from engine.train.trainer import fit
 
 MODEL = "timm:test_resnet"  # a ResNet of 0.4 M parameters: the same code paths as resnet18, in a fraction of the time
 
@@ -96,11 +96,11 @@ def test_a_changed_picture_is_used_by_the_next_run(tiny_dataset, tmp_path, monke
 def test_a_run_repeated_once_its_pictures_are_cached_gives_the_same_results(tmp_path, monkeypatch, strategy):
     """The loaders draw the augmentation's random numbers, so the automatic number of loader processes must not change
     once the picture cache is filled: repeating a run's settings repeats its results."""
-    import engine.loaders
+    import engine.data.loaders
     from conftest import make_class_folders
 
     data = make_class_folders(tmp_path / "data", per_class=30)  # 90 pictures: enough for loader processes
-    monkeypatch.setattr(engine.loaders, "available_cores", lambda: 4)
+    monkeypatch.setattr(engine.data.loaders, "available_cores", lambda: 4)
     config = config_for(data, tmp_path / "runs", strategy=strategy, epochs=2, augment="light", workers=-1)
     cold, warm = Recorder(), Recorder()
     first, again = fit(config, cold), fit(config, warm)
@@ -161,11 +161,11 @@ def test_running_out_of_memory_continues_with_smaller_pieces(tiny_dataset, tmp_p
     config = config_for(tiny_dataset, tmp_path, cache_features=cache_features)
     normal = fit(config)
     limit = RunsOutOnce(4)
-    build = engine.train.build_model
-    monkeypatch.setattr(engine.train, "build_model", lambda *a, **k: limit.wrap(build(*a, **k)))
+    build = engine.train.trainer.build_model
+    monkeypatch.setattr(engine.train.trainer, "build_model", lambda *a, **k: limit.wrap(build(*a, **k)))
     # The simulated error comes from the model's own forward: run the frozen part as the model itself (not as its
     # ONNX or BatchNorm-folded copy).
-    monkeypatch.setattr(engine.features, "fast_prefix", lambda split, *a, **k: (split.prefix, "exact"))
+    monkeypatch.setattr(engine.train.fastpath, "fast_prefix", lambda split, *a, **k: (split.prefix, "exact"))
     rec = Recorder()
     squeezed = fit(config, rec)
     assert limit.raised == 1
@@ -192,13 +192,13 @@ def test_a_negative_number_of_views_is_refused(tiny_dataset, tmp_path):
 
 
 def test_loader_processes_follow_the_cores(monkeypatch):
-    import engine.loaders
+    import engine.data.loaders
 
-    monkeypatch.setattr(engine.loaders, "available_cores", lambda: 2)
+    monkeypatch.setattr(engine.data.loaders, "available_cores", lambda: 2)
     assert auto_workers(-1, 1000) == 1  # one core left for training
     assert auto_workers(-1, 30) == 0  # tiny datasets: no processes to start
     assert auto_workers(3, 30) == 3  # a number the user chose
-    monkeypatch.setattr(engine.loaders, "available_cores", lambda: 16)
+    monkeypatch.setattr(engine.data.loaders, "available_cores", lambda: 16)
     assert auto_workers(-1, 1000) == 4  # decoding files
     # Pictures from the cache: a GPU gets 2 loaders; on the CPU they would take cores from training.
     assert auto_workers(-1, 1000, cached=True, device="cuda") == 2

@@ -11,13 +11,13 @@ import threading
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from engine.data import scan
+from engine.data.scan import scan
 from engine.errors import UserError
-from gui.dataset_model import ClassRole, SplitRole
+from gui.steps.data.picture_model import ClassRole, SplitRole
 from gui.main_window import MainWindow
 from gui.settings import file_settings
-from gui.splits import resplit
-from gui.steps import StepState
+from engine.data.split import resplit
+from gui.sidebar import StepState
 from tests.conftest import make_class_folders
 
 

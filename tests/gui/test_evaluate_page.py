@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from engine.evaluate import EVALUATION, evaluate_run, load_evaluation
-from gui.evaluate_page import EvaluatePage
-from gui.result_widgets import percent
-from gui.steps import StepState
+from engine.results.evaluate import EVALUATION, evaluate_run, load_evaluation
+from gui.steps.evaluate import EvaluatePage
+from gui.widgets.pictures import percent
+from gui.sidebar import StepState
 
 LEFT = Qt.MouseButton.LeftButton
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bad_pictures import good_classes, make_bad_pictures, unreadable
-from engine.data import scan
-from gui.steps import StepState
+from engine.data.scan import scan
+from gui.sidebar import StepState
 from tests.gui.test_dataset_browser import window  # noqa: F401  (the same main-window fixture)
 
 

@@ -13,13 +13,13 @@ from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
 
-import gui.model_builder as model_builder
+import gui.support.model_builder as model_builder
 from engine import config as config_io
 from engine.config import Phase, RunConfig, TrainConfig
-from engine.freeze import apply_phase, param_groups, resolve_phases, set_train_mode
-from engine.layers import HEAD
-from gui.layer_editor import (BN, LR, PRESETS, RETRAIN, LayerEditor, format_count, format_share)
-from gui.model_builder import build_now
+from engine.train.strategies import apply_phase, param_groups, resolve_phases, set_train_mode
+from engine.models.layers import HEAD
+from gui.steps.layers import (BN, LR, PRESETS, RETRAIN, LayerEditor, format_count, format_share)
+from gui.support.model_builder import build_now
 
 LR_BASE = 0.01
 CONFIG = RunConfig(epochs=6, lr=LR_BASE, train=TrainConfig(layer_decay=0.5))

@@ -11,11 +11,11 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QLabel
 
-from engine.demo import DEMO_CLASSES, DEMO_PER_CLASS, demo_folder
-from engine.project import draft_path, open_project
+from engine.project.demo import DEMO_CLASSES, DEMO_PER_CLASS, demo_folder
+from engine.project.project import draft_path, open_project
 from gui.main_window import MainWindow
 from gui.settings import file_settings
-from gui.steps import StepState
+from gui.sidebar import StepState
 
 
 def make_window(qtbot, tmp_path, answers=None):
@@ -67,11 +67,11 @@ def test_the_steps_are_the_workflow_and_say_why_they_cannot_be_used_yet(window, 
     state, reason = steps.state("data")
     assert state is StepState.BLOCKED and "Open a folder of pictures" in reason
     # Model, Layers and Train are built; Layers and Train wait for pictures (the head needs the classes).
-    from gui.evaluate_page import EvaluatePage
-    from gui.layer_editor import LayerEditor
-    from gui.model_picker import ModelPicker
-    from gui.predict_page import PredictPage
-    from gui.train_panel import TrainPanel
+    from gui.steps.evaluate import EvaluatePage
+    from gui.steps.layers import LayerEditor
+    from gui.steps.model import ModelPicker
+    from gui.steps.predict import PredictPage
+    from gui.steps.train.panel import TrainPanel
 
     for key, kind in (("model", ModelPicker), ("layers", LayerEditor), ("train", TrainPanel),
                       ("evaluate", EvaluatePage), ("export", PredictPage)):
@@ -316,7 +316,7 @@ def test_project_settings_use_the_run_config_as_the_single_source(qtbot, window,
 
 
 def test_the_offline_switch_is_on_screen_and_remembered(qtbot, tmp_path, monkeypatch):
-    from engine.models import OFFLINE_ENV, offline_mode
+    from engine.models.build import OFFLINE_ENV, offline_mode
 
     monkeypatch.delenv(OFFLINE_ENV, raising=False)
     first = make_window(qtbot, tmp_path)

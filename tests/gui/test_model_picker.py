@@ -9,11 +9,12 @@ import torch
 from PySide6.QtCore import Qt
 from safetensors.torch import save_file
 
-import engine.models as models
-from engine import catalogue, runs
+import engine.models.build as models
+from engine.models import catalogue
+from engine.project import runs
 from engine.config import ModelConfig, RunConfig
-from engine.library import ModelLibrary
-from gui.model_picker import INPUT, LICENCE, NAME, NAME_ROLE, OFFLINE, PARAMS, ModelPicker
+from engine.project.library import ModelLibrary
+from gui.steps.model import INPUT, LICENCE, NAME, NAME_ROLE, OFFLINE, PARAMS, ModelPicker
 
 LOAD_TIMEOUT = 120_000  # ms: the first import of timm is slow on a busy machine
 

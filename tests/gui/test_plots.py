@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from engine import events as ev
-from gui.plots import TrainingPlots
+from gui.widgets.plots import TrainingPlots
 
 
 def feed(plots: TrainingPlots, speeds: list[float]) -> None:

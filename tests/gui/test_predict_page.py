@@ -13,9 +13,9 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from engine.export import CARD
-from engine.predict import load_run_model, predict_paths
-from gui.predict_page import PredictPage
+from engine.results.export import CARD
+from engine.results.predict import load_run_model, predict_paths
+from gui.steps.predict import PredictPage
 
 LEFT = Qt.MouseButton.LeftButton
 

@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.errors import ConfigError
-from engine.project import Project, draft_path, new_project, read_draft
+from engine.project.project import Project, draft_path, new_project, read_draft
 from gui.project import DraftKeeper, ProjectModel
 
 

@@ -13,8 +13,8 @@ from PySide6.QtWidgets import QMainWindow
 
 from engine import events as ev
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from gui.train_panel import TrainPanel
-from gui.worker import TrainWorker
+from gui.steps.train.panel import TrainPanel
+from gui.steps.train.worker import TrainWorker
 
 RUN_FILES = ("config.toml", "labels.json", "metrics.jsonl", "summary.json", "model.json", "dataset.json")
 

@@ -12,12 +12,12 @@ from PySide6.QtCore import Qt
 
 from engine import events as ev
 from engine.config import load as load_config
-from engine.freeze import apply_phase
-from engine.layers import build_layer_tree
-from engine.models import build_model
-from engine.project import open_project
-from gui.layer_editor import format_count
-from gui.steps import StepState
+from engine.train.strategies import apply_phase
+from engine.models.layers import build_layer_tree
+from engine.models.build import build_model
+from engine.project.project import open_project
+from gui.steps.layers import format_count
+from gui.sidebar import StepState
 from tests.gui.test_main_window import make_window, wait_scanned
 
 MODEL = "timm:resnet18"

@@ -1,0 +1,64 @@
+"""Re-split a scanned dataset with other fractions or another seed, without decoding a single picture again.
+
+The result is exactly what ``engine.data.scan.scan`` gives for the same folder and settings (a test checks it), so what
+the browser shows is what training will use. Plain Python (no Qt): it belongs next to ``engine.data.scan.scan`` and can
+move there once that module offers a public re-split; until then it uses two of its private helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from engine.data.scan import _SPLIT_NAMES as split_names  # noqa: PLC2701
+from engine.data.scan import DatasetIndex, Sample, scan, stratified_split
+from engine.data.scan import _class_advice as class_advice  # noqa: PLC2701  (see the module docstring)
+from engine.data.scan import _count as count_samples  # noqa: PLC2701
+
+# Advice that depends on the split; any other advice (unreadable files, empty classes, ...) is kept as it was.
+SPLIT_ADVICE = frozenset({"few-images", "missing-in-train", "imbalance", "no-validation", "missing-in-val"})
+
+
+def resplit(index: DatasetIndex, val_fraction: float, test_fraction: float, seed: int,
+            split: str = "auto") -> DatasetIndex:
+    """``index`` split again with these settings: ``split="auto"`` keeps the data's own split when it has one,
+    ``"random"`` pools every picture and draws the split class by class."""
+    if index.layout == "csv":
+        # The CSV's own split column cannot be told from the paths: list the file again (reading it, not the
+        # pictures) and leave out the pictures the first scan found unreadable.
+        listed = scan(index.root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, split=split,
+                      verify=False)
+        bad = {p.path for p in index.health.unreadable}
+        samples = [s for s in listed.samples if s.path not in bad and listed.classes[s.label] in index.classes]
+        samples = [Sample(s.path, index.classes.index(listed.classes[s.label]), s.split) for s in samples]
+        source = listed.split_source
+    else:
+        samples, source = _resplit_folders(index, val_fraction, test_fraction, seed, split)
+    advice = [a for a in index.health.advice if a.kind not in SPLIT_ADVICE]
+    advice = class_advice(count_samples(samples, index.classes), source) + advice
+    health = dataclasses.replace(index.health, advice=advice)
+    return dataclasses.replace(index, samples=samples, health=health, split_source=source)
+
+
+def _given(index: DatasetIndex, sample: Sample) -> str | None:
+    """The split a picture's folder gives it (train/, val/, test/), None in a plain class-folder layout."""
+    if index.layout != "split-folders":
+        return None
+    first = Path(sample.path).relative_to(Path(index.root)).parts[0].lower()
+    return split_names.get(first, "train")
+
+
+def _resplit_folders(index: DatasetIndex, val_fraction: float, test_fraction: float, seed: int,
+                     split: str) -> tuple[list[Sample], str]:
+    given = [None if split == "random" else _given(index, sample) for sample in index.samples]
+    if "val" in given:
+        return [Sample(s.path, s.label, g or "train") for s, g in zip(index.samples, given)], "folders"
+    # scan() sorts the pictures by path before drawing the split: do the same so that the draw is identical.
+    order = sorted(range(len(index.samples)), key=lambda i: index.samples[i].path)
+    pool = [i for i in order if given[i] in (None, "train")]
+    has_test = "test" in given
+    drawn = stratified_split([index.samples[i].label for i in pool], val_fraction,
+                             0.0 if has_test else test_fraction, seed)
+    split_of = dict(zip(pool, drawn, strict=True))
+    samples = [Sample(s.path, s.label, split_of.get(i, given[i] or "train")) for i, s in enumerate(index.samples)]
+    return samples, "random"

@@ -1,0 +1,343 @@
+"""The model catalogue (timm and torchvision), model creation, weight sources and preprocessing.
+
+Every model is built with a head for the dataset's classes; weights are loaded into it from one source:
+``pretrained`` (timm's hub or the local Hugging Face cache; torchvision's default weights or the torch hub cache),
+a local file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``) or ``none``. Weights for another number of classes keep
+everything but the head. Pickled files are loaded with ``weights_only=True``: nothing in them can run code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from engine.errors import ModelError
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+# Reading weight files and building models on the meta device (engine.models.catalogue) from two threads at once hung torch
+# once in the test suite (torch.load waiting inside load_tensor while a meta-device build ran): one at a time.
+TORCH_BUILD_LOCK = threading.RLock()
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet's usual evaluation recipe (resize 256, centre-crop 224), for weights that bring no config of their own.
+IMAGENET_DEFAULTS = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": IMAGENET_MEAN,
+                     "std": IMAGENET_STD, "crop_pct": 0.875, "crop_mode": "center"}
+# torchvision's classification models name their classifier one of these (checked in this order).
+TORCHVISION_HEADS = ("fc", "classifier", "heads", "head")
+
+
+@dataclass
+class BuiltModel:
+    model: nn.Module
+    head: str  # qualified name of the classifier module
+    data_config: dict  # input_size, interpolation, mean, std, crop_pct, crop_mode (timm's data-config keys)
+    weights_note: str  # a sentence saying where the weights came from
+    license: str | None = None
+
+
+# --- catalogue ------------------------------------------------------------------------------------------------
+
+
+def split_name(name: str) -> tuple[str, str]:
+    source, _, arch = name.partition(":")
+    if source not in ("timm", "torchvision") or not arch:
+        raise ModelError(f"'{name}' is not a model name: write timm:<name> or torchvision:<name> "
+                         "(python main.py models lists them).")
+    return source, arch
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision.models as tvm
+
+    return tvm.list_models(module=tvm)  # the classification models only
+
+
+def check_name(name: str) -> None:
+    source, arch = split_name(name)
+    import timm
+
+    names = timm.list_models() if source == "timm" else _torchvision_names()
+    if arch not in names:
+        raise ModelError(f"There is no {source} model called '{arch}'{_did_you_mean(arch, names)} "
+                         f"(python main.py models {arch[:4]} lists similar names).")
+
+
+def _did_you_mean(arch: str, names: list[str]) -> str:
+    """', did you mean mobilenet_v2?' for a near miss such as mobilenetv2 or mobilenet-v2 ('' when nothing is near).
+    Names are compared with their separators removed first, since those are the usual slip."""
+    import difflib
+
+    def bare(name: str) -> str:
+        return name.lower().replace("_", "").replace("-", "").replace(".", "")
+
+    exact = [n for n in names if bare(n) == bare(arch)]
+    close = exact or difflib.get_close_matches(arch.lower(), names, n=3, cutoff=0.8)
+    return f": did you mean {' or '.join(close)}?" if close else ""
+
+
+# --- weight files ---------------------------------------------------------------------------------------------
+
+
+def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a local file. Pickles are loaded with ``weights_only=True``; a pickle that needs code to
+    load is refused. A ``.safetensors`` file is only ever opened by the safetensors reader (which runs no code)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"The weight file {path} does not exist: check the path, or choose another file.")
+    if not path.is_file():
+        raise ModelError(f"{path} is a folder, not a weight file: choose the weight file inside it.")
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ModelError(f"{path.name} is not a weight file: use a {', '.join(WEIGHT_SUFFIXES)} file.")
+    damaged = (f"{path.name} cannot be read as a weight file: it is damaged or truncated. Copy or download it "
+               "again, or choose another file.")
+    try:
+        if path.stat().st_size == 0:
+            raise ModelError(f"{path.name} is empty (0 bytes), so it holds no weights: copy or download it again, or "
+                             "choose another file.")
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            if _looks_like_pickle(path):  # e.g. a torch.save file renamed: never unpickled under this name
+                raise ModelError(f"{path.name} is not a safetensors file (it holds a pickle or another format), so it "
+                                 "was not opened: use the original weight file, or train or export the model again.")
+            with TORCH_BUILD_LOCK:
+                state = load_file(str(path), device="cpu")
+        else:
+            with TORCH_BUILD_LOCK:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except ModelError:
+        raise
+    except pickle.UnpicklingError as exc:
+        # It names code to run, or it is a whole plain pickle (pickle.dump: opcodes that torch's safe reader refuses).
+        if "unsupported global" in str(exc).lower() or (_is_raw_pickle(path) and _is_whole_pickle(path)):
+            raise ModelError(f"{path.name} was refused: it is a pickle that would need to run code to load, "
+                             "which could be unsafe. Save the weights as a plain state dict or as .safetensors.") from None
+        raise ModelError(f"{path.name} cannot be read as a weight file: it is damaged or truncated, or not a "
+                         "weight file at all. Copy or download it again, or choose another file.") from None
+    except MemoryError:
+        raise ModelError(f"{path.name} is too large to load into memory.") from None
+    except PermissionError:
+        raise ModelError(f"{path.name} cannot be read (permission denied): check the file's permissions.") from None
+    except Exception:  # safetensors and torch raise many types for damaged files
+        raise ModelError(damaged) from None
+    return _unwrap_state_dict(state, path.name)
+
+
+def _is_raw_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or later
+
+
+def _is_whole_pickle(path: Path) -> bool:
+    """Whether the file parses as one complete pickle, read as opcodes only (pickletools runs nothing); a pickle cut
+    short or filled with garbage is damaged, not unsafe."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:
+        return False
+    return True
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """A torch.save file (a zip archive) or a raw pickle, by its first bytes. A safetensors file starts with the
+    length of its header (8 bytes), then the header's JSON: that is never taken for a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")
+
+
+def _unwrap_state_dict(state, filename: str) -> dict[str, torch.Tensor]:
+    # Training scripts often save {"state_dict": ...} or {"model": ...}, and DataParallel adds "module.".
+    for key in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{filename} does not hold model weights (a dictionary of named tensors): choose the file "
+                         "that holds the model's weights.")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], head: str, what: str) -> str:
+    """Load ``state`` into ``model``: every tensor but the head's must fit exactly; the head is loaded too when its
+    shape matches (same classes), otherwise it stays new. Returns a note saying what was loaded."""
+    own = model.state_dict()
+    is_head = lambda k: k.startswith(head + ".")  # noqa: E731
+    # BatchNorm's batch counter is bookkeeping, not a weight: files often lack it.
+    optional = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
+    missing = [k for k in own if k not in state and not is_head(k) and not optional(k)]
+    unexpected = [k for k in state if k not in own and not is_head(k) and not optional(k)]
+    mismatched = [k for k in state if k in own and not is_head(k) and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", mismatched)):
+            if keys:
+                parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        raise ModelError(f"The weights in {what} do not fit this model: {'; '.join(parts)}. "
+                         "They were probably made for another architecture: choose the matching model.")
+    head_keys = [k for k in own if is_head(k)]
+    head_fits = head_keys and all(k in state and state[k].shape == own[k].shape for k in head_keys)
+    to_load = {k: v for k, v in state.items() if k in own and (head_fits or not is_head(k))}
+    model.load_state_dict(to_load, strict=False)
+    return f"Weights from {what}" + (" (with its head)." if head_fits else "; a new head for your classes.")
+
+
+# --- building -------------------------------------------------------------------------------------------------
+
+
+OFFLINE_ENV = "TRANSFER_STUDIO_OFFLINE"
+
+
+def offline_mode() -> bool:
+    """The offline switch: with TRANSFER_STUDIO_OFFLINE=1 Transfer Studio opens no network connection at all."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _online(host: str) -> bool:
+    if offline_mode():
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hf_offline(offline: bool) -> Iterator[None]:
+    """Make huggingface_hub use only its local cache (it otherwise retries for a minute without a network)."""
+    import huggingface_hub.constants as hf
+
+    saved = hf.HF_HUB_OFFLINE
+    hf.HF_HUB_OFFLINE = offline or saved
+    try:
+        yield
+    finally:
+        hf.HF_HUB_OFFLINE = saved
+
+
+def _no_download_message(name: str) -> str:
+    if offline_mode():
+        return (f"The pretrained weights of {name} are not on this computer, and offline mode is on, so nothing is "
+                f"downloaded: switch it off ({OFFLINE_ENV}=0) to download them, or choose a weight file or 'none'.")
+    return (f"The pretrained weights of {name} are not on this computer and cannot be downloaded now (no internet "
+            "connection?). Connect once to download them, or choose a weight file or 'none'.")
+
+
+def _find_head(model: nn.Module, source: str) -> str:
+    modules = dict(model.named_modules())
+    if source == "timm" and hasattr(model, "get_classifier"):
+        classifier = model.get_classifier()
+        for name, module in modules.items():
+            if module is classifier and name:
+                return name
+    for name in TORCHVISION_HEADS:
+        if name in modules:
+            return name
+    last_linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+    if last_linear:
+        return last_linear[-1]
+    raise ModelError("This model has no classification head that Transfer Studio can replace.")
+
+
+def build_model(name: str, weights: str, num_classes: int, *, allow_download: bool = True) -> BuiltModel:
+    """Create ``name`` with a new head of ``num_classes`` outputs and load ``weights`` into it."""
+    source, arch = split_name(name)
+    check_name(name)
+    if source == "timm":
+        return _build_timm(name, arch, weights, num_classes, allow_download)
+    return _build_torchvision(name, arch, weights, num_classes, allow_download)
+
+
+def _build_timm(name: str, arch: str, weights: str, num_classes: int, allow_download: bool) -> BuiltModel:
+    import timm
+
+    pretrained = weights == "pretrained"
+    try:
+        if pretrained:
+            try:
+                with _hf_offline(True):
+                    model = timm.create_model(arch, pretrained=True, num_classes=num_classes)
+            except (OSError, RuntimeError, ValueError):
+                if not (allow_download and _online("huggingface.co")):
+                    raise ModelError(_no_download_message(name)) from None
+                model = timm.create_model(arch, pretrained=True, num_classes=num_classes)
+        else:
+            model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"The model {name} could not be created ({exc.__class__.__name__}: {exc}).") from None
+    head = _find_head(model, "timm")
+    # The architecture's own pretrained config also fits a local file made for it (a ViT's mean/std of 0.5 ...).
+    data_config = timm.data.resolve_data_config({}, model=model)
+    license = model.pretrained_cfg.get("license") if pretrained and getattr(model, "pretrained_cfg", None) else None
+    note = "Pretrained weights from timm." if pretrained else "Random weights (no pretraining)."
+    if weights not in ("pretrained", "none"):
+        note = load_weights(model, read_weight_file(weights), head, Path(weights).name)
+        license = None  # a user's file: its terms are the user's to know
+    return BuiltModel(model, head, _plain(data_config), note, license)
+
+
+def _build_torchvision(name: str, arch: str, weights: str, num_classes: int, allow_download: bool) -> BuiltModel:
+    import torchvision.models as tvm
+
+    try:
+        model = tvm.get_model(arch, weights=None, num_classes=num_classes)
+    except Exception as exc:
+        raise ModelError(f"The model {name} could not be created ({exc.__class__.__name__}: {exc}).") from None
+    head = _find_head(model, "torchvision")
+    data_config = dict(IMAGENET_DEFAULTS)
+    license = None
+    note = "Random weights (no pretraining)."
+    if weights == "pretrained":
+        enum = tvm.get_model_weights(arch).DEFAULT
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        if not cached.exists() and not (allow_download and _online("download.pytorch.org")):
+            raise ModelError(_no_download_message(name))
+        try:
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except Exception:
+            raise ModelError(_no_download_message(name)) from None
+        note = load_weights(model, state, head, f"torchvision's {enum}")
+        data_config = _torchvision_data_config(enum)
+        license = "BSD-3-Clause (torchvision); see the weights' own terms"
+    elif weights != "none":
+        note = load_weights(model, read_weight_file(weights), head, Path(weights).name)
+    return BuiltModel(model, head, data_config, note, license)
+
+
+def _torchvision_data_config(enum) -> dict:
+    t = enum.transforms()
+    crop = int(t.crop_size[0])
+    return {"input_size": (3, crop, crop), "interpolation": t.interpolation.value, "mean": tuple(t.mean),
+            "std": tuple(t.std), "crop_pct": crop / int(t.resize_size[0]), "crop_mode": "center"}
+
+
+def _plain(data_config: dict) -> dict:
+    """timm's data config with plain Python values (tuples of floats), as stored in a run folder."""
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    out = {k: data_config[k] for k in keys if k in data_config}
+    out["input_size"] = tuple(int(v) for v in out["input_size"])
+    out["mean"] = tuple(float(v) for v in out["mean"])
+    out["std"] = tuple(float(v) for v in out["std"])
+    out["crop_pct"] = float(out.get("crop_pct", 0.875))
+    out.setdefault("crop_mode", "center")
+    return out

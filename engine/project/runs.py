@@ -1,0 +1,242 @@
+"""Run folders: what a run writes so that it can be inspected and repeated, and atomic file writes.
+
+A run folder holds
+    config.toml       the fully resolved RunConfig (``python main.py train RUN/config.toml`` repeats the run)
+    labels.json       class names in index order
+    model.json        architecture, head, preprocessing, weight source and stages
+    dataset.json      the pictures of each split, so that evaluation uses exactly the same split
+    metrics.jsonl     one JSON object per epoch
+    summary.json      status, best accuracy and epoch, epochs completed, error sentence
+    best.safetensors  the weights of the best epoch
+    checkpoint.pt     everything needed to continue the run after a crash or a stop (engine.train.trainer.resume); removed
+                      when the run completes, like checkpoint-base.pt
+    checkpoint-base.pt  the weights the current phase does not train (when it trains few), so that each checkpoint
+                      holds only those it trains
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from engine.errors import UserError
+
+CONFIG = "config.toml"
+LABELS = "labels.json"
+DATASET = "dataset.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+BEST = "best.safetensors"
+MODEL = "model.json"
+ERROR_LOG = "error.log"
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_BASE = "checkpoint-base.pt"  # the weights a phase does not train, saved once when it starts
+LOCK = ".lock"  # held (flock) by the process training the run, so that a second one cannot resume it meanwhile
+FULL_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp_path)`` into a temporary file beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; a failure leaves the old file untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual permissions
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line and flush it to disk (an epoch's line survives a crash right after it)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rewrite_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace a JSON-lines file with exactly ``records`` (atomically: the old file or the new one, never half)."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+class RunFolderError(UserError):
+    """A run folder that cannot be written (full disk, read-only) or resumed (busy, finished, no checkpoint)."""
+
+
+class RunBusyError(RunFolderError):
+    """A run folder in which another process (or another run of this one) is training."""
+
+
+def write_problem(what: str, folder: str | os.PathLike, exc: OSError) -> str:
+    """A sentence saying why ``what`` (e.g. "the checkpoint") could not be written into ``folder``."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in FULL_DISK:
+        return f"The disk is full: {what} could not be written in {folder} ({reason}). Free some space"
+    if exc.errno in READ_ONLY:
+        return (f"The run folder {folder} cannot be written to ({reason}), so {what} could not be saved. Make the "
+                "folder writable")
+    return f"{what[0].upper()}{what[1:]} could not be written in {folder} ({reason}). Check the disk"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the run folder's lock while a run trains in it; RunFolderError when another process (or another run in
+    this one) holds it. The operating system releases the lock when the process ends, even when it is killed.
+    Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    run_dir = Path(run_dir)
+    try:
+        handle = open(run_dir / LOCK, "a+b")
+    except OSError as exc:
+        raise RunFolderError(write_problem("its lock file", run_dir, exc) + ", then try again.") from None
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunBusyError(f"The run in {run_dir} is still training (in another window or process): stop it "
+                               "there, or wait until it ends.") from None
+        yield
+    finally:
+        handle.close()
+
+
+def run_is_active(run_dir: str | os.PathLike) -> bool:
+    """Whether a process is training in ``run_dir`` right now (its lock is held)."""
+    try:
+        with run_lock(run_dir):
+            return False
+    except RunBusyError:
+        return True
+    except RunFolderError:  # the lock file cannot be made (a read-only folder): no run can be training there
+        return False
+
+
+def resume_problem(run_dir: str | os.PathLike) -> str | None:
+    """Why the run in ``run_dir`` cannot be resumed, as a sentence; None when it can (a stopped, failed or
+    interrupted run with a checkpoint). Cheap: reads only summary.json and looks for the files."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return f"The run folder {run_dir} does not exist."
+    if not (run_dir / CONFIG).is_file():
+        return f"{run_dir} is not a run folder (it has no {CONFIG}): give the folder of a run to resume."
+    summary = read_summary(run_dir)
+    if summary.get("status") == "completed":
+        done = summary.get("epochs_completed")
+        return (f"The run in {run_dir} has already completed" + (f" all its {done} epochs" if done else "")
+                + f": there is nothing to resume. To train again, start a new run from its {CONFIG}.")
+    if not (run_dir / CHECKPOINT).is_file():
+        return (f"The run in {run_dir} has no checkpoint to resume from (it ended before its first epoch, or was "
+                f"made by an older version): start it again from its {CONFIG}.")
+    if run_is_active(run_dir):
+        return f"The run in {run_dir} is still training (in another window or process): stop it there first."
+    return None
+
+
+def create_run_dir(out: str | os.PathLike, model_name: str, strategy: str, name: str = "") -> Path:
+    """Make a new, uniquely named run folder under ``out``: ``20261121-143000-mobilenet_v2-feature-extraction``."""
+    out = Path(out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"The run folder {out} cannot be created ({exc.strerror or exc}): "
+                        "choose another output folder.") from None
+    label = name or f"{model_name.split(':')[-1]}-{strategy}"
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._")[:100] or "run"  # a name of any length fits
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        candidate = out / (f"{stamp}-{label}" + (f"-{i + 1}" if i else ""))
+        try:
+            candidate.mkdir()
+            (candidate / METRICS).touch()  # present from the start: a run stopped early still has its (empty) file
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"The run folder cannot be created in {out} ({exc.strerror or exc}): "
+                            "choose another output folder.") from None
+    raise UserError(f"Too many runs started in the same second in {out}.")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A past run, as listed from its folder."""
+
+    path: str
+    status: str
+    best_val_acc: float | None
+    epochs_completed: int
+    strategy: str
+    model: str
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict:
+    try:
+        return json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The epoch records of a run; a line cut short by a crash is skipped."""
+    records = []
+    try:
+        lines = (Path(run_dir) / METRICS).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def list_runs(out: str | os.PathLike) -> list[RunInfo]:
+    """The run folders under ``out``, newest first."""
+    runs = []
+    out = Path(out)
+    if not out.is_dir():
+        return runs
+    for d in sorted((p for p in out.iterdir() if (p / CONFIG).is_file()), reverse=True):
+        summary = read_summary(d)
+        runs.append(RunInfo(
+            path=str(d),
+            status=summary.get("status", "unknown"),
+            best_val_acc=summary.get("best_val_acc"),
+            epochs_completed=summary.get("epochs_completed", 0),
+            strategy=summary.get("strategy", ""),
+            model=summary.get("model", ""),
+        ))
+    return runs

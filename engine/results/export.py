@@ -1,0 +1,372 @@
+"""Taking a trained model away: a bundle, ONNX or TorchScript, each checked against the PyTorch model.
+
+Every export goes into one folder (default ``RUN/export/``), written file by file atomically:
+
+    model.safetensors     the bundle's weights (``--format bundle``)
+    model.onnx            ONNX with a dynamic batch dimension: input ``input`` (N, 3, H, W), output ``logits``
+    model.torchscript.pt  TorchScript (traced)
+    model.json            architecture, classes, preprocessing (``data_config``), source weights and licence, and the
+                          result of each check; the engine loads the folder for prediction, and plain timm or
+                          torchvision code can too (see the README)
+    MODEL_CARD.md         the data, the metrics, the source weights and their licence, and known limits
+
+Each exported model is run on sample pictures from the run's validation split (random inputs when they cannot be
+read) and compared with the PyTorch model: the largest absolute difference of the logits and of the class
+probabilities is reported, and recorded in ``model.json`` and the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.project import runs
+from engine.errors import UserError
+from engine.results.predict import BUNDLE_WEIGHTS, ModelBundle, Stopped, load_run_model
+
+__all__ = ["CARD", "EXPORT_DIR", "FILES", "FORMATS", "ExportResult", "export_run", "model_card"]
+
+FORMATS = ("bundle", "onnx", "torchscript")
+FILES = {"bundle": BUNDLE_WEIGHTS, "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+EXPORT_DIR = "export"
+CARD = "MODEL_CARD.md"
+CHECK_PICTURES = 16
+ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+FORMAT_NAMES = {"bundle": "bundle", "onnx": "ONNX", "torchscript": "TorchScript"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    format: str
+    path: str  # the exported model file
+    out_dir: str
+    files: tuple[str, ...]  # every file written
+    pictures: int  # validation pictures the check ran on (0: random inputs)
+    max_abs_diff_logits: float
+    max_abs_diff_probs: float
+
+    def summary(self) -> str:
+        on = f"{self.pictures} validation pictures" if self.pictures else "random inputs"
+        return (f"{FORMAT_NAMES[self.format]} export written to {self.path}; largest difference to PyTorch on {on}: "
+                f"{self.max_abs_diff_probs:.2g} in probability ({self.max_abs_diff_logits:.2g} in logits)")
+
+
+# --- check inputs ---------------------------------------------------------------------------------------------
+
+
+def _check_inputs(bundle: ModelBundle, run_dir: Path, n: int) -> tuple[torch.Tensor, int]:
+    """Up to ``n`` preprocessed validation pictures spread over the split (so that every class tends to appear),
+    or, when none can be read, ``n`` seeded random inputs; and how many were pictures."""
+    try:
+        samples = json.loads((run_dir / runs.DATASET).read_text(encoding="utf-8")).get("samples", [])
+    except (OSError, ValueError):
+        samples = []
+    paths = [s["path"] for s in samples if s.get("split") == "val"] or [s["path"] for s in samples]
+    tensors = []
+    if paths:
+        for i in np.unique(np.linspace(0, len(paths) - 1, min(len(paths), n * 2)).round().astype(int)):
+            try:
+                tensors.append(bundle.preprocess(paths[i]))
+            except Exception:  # a picture that moved or broke since training: take the next one
+                continue
+            if len(tensors) == n:
+                break
+    if len(tensors) >= 2:
+        return torch.stack(tensors), len(tensors)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((n, *bundle.data_config["input_size"]), generator=generator), 0
+
+
+def _differences(reference: torch.Tensor, other: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    other = torch.as_tensor(np.asarray(other, dtype=np.float32) if not isinstance(other, torch.Tensor) else other)
+    other = other.float().cpu()
+    if other.shape != reference.shape:
+        raise UserError(f"The exported model gives outputs of shape {tuple(other.shape)} instead of "
+                        f"{tuple(reference.shape)}: the export is not usable; try another format.")
+    logits = (reference - other).abs().max().item()
+    probs = (reference.softmax(1) - other.softmax(1)).abs().max().item()
+    return float(logits), float(probs)
+
+
+# --- formats --------------------------------------------------------------------------------------------------
+
+
+def _export_bundle(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
+    from engine.train.trainer import save_weights
+
+    save_weights(bundle.model, out / BUNDLE_WEIGHTS)
+    _write_metadata(bundle, out, {})  # the loader needs model.json to open the folder
+    again = load_run_model(out, device="cpu")
+    with torch.inference_mode():
+        return _differences(reference, again.model(inputs).float())
+
+
+def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
+    import onnxruntime as ort
+
+    path = out / FILES["onnx"]
+    example = inputs[:2]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:  # torch's current exporter (torch.export + onnxscript)
+                program = torch.onnx.export(
+                    bundle.model, (example,), None, dynamo=True, input_names=[ONNX_INPUT],
+                    output_names=[ONNX_OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                    verbose=False)
+                runs.atomic_write(path, lambda tmp: program.save(str(tmp), external_data=False))
+            except Exception:  # models torch.export cannot capture: the older TorchScript-based exporter
+                runs.atomic_write(path, lambda tmp: torch.onnx.export(
+                    bundle.model, (example,), str(tmp), dynamo=False, input_names=[ONNX_INPUT],
+                    output_names=[ONNX_OUTPUT], dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                    opset_version=18))
+    except Exception as exc:
+        raise UserError(f"The model could not be exported to ONNX ({_first_line(exc)}); the bundle and "
+                        "TorchScript formats may still work.") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnxruntime's notes are not for the user
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        (logits,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: inputs.numpy()})
+    except Exception as exc:
+        raise UserError(f"The ONNX file was written but onnxruntime cannot run it ({_first_line(exc)}): use the "
+                        "bundle or TorchScript format instead.") from None
+    return _differences(reference, logits)
+
+
+def _export_torchscript(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
+    path = out / FILES["torchscript"]
+    try:
+        with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export, but still the format
+            warnings.simplefilter("ignore")  # most C++ and mobile runtimes load
+            traced = torch.jit.trace(bundle.model, inputs[:2], check_trace=False)
+            runs.atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+            loaded = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise UserError(f"The model could not be exported to TorchScript ({_first_line(exc)}); the bundle and "
+                        "ONNX formats may still work.") from None
+    with torch.inference_mode():
+        return _differences(reference, loaded(inputs).float())
+
+
+def _shareable(path: str | os.PathLike) -> None:
+    """Atomic writes go through a temporary file that only its owner may read; an export is made to be handed on,
+    so it gets the usual permissions (read for everyone, write for the owner)."""
+    try:
+        os.chmod(path, 0o644)
+    except OSError:
+        pass
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
+
+
+# --- metadata and card ----------------------------------------------------------------------------------------
+
+
+def _read(path: Path, default):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def _write_metadata(bundle: ModelBundle, out: Path, checks: dict) -> None:
+    previous = _read(out / runs.MODEL, {})
+    if previous.get("run") != bundle.source:
+        previous = {}
+    all_checks = {f: c for f, c in previous.get("checks", {}).items() if (out / FILES.get(f, "?")).is_file()}
+    all_checks.update(checks)
+    summary = runs.read_summary(bundle.source)
+    info = bundle.info
+    meta = {
+        "format": "transfer-studio-export", "format_version": 1,
+        "architecture": bundle.architecture, "classes": list(bundle.classes), "num_classes": len(bundle.classes),
+        "head": bundle.head, "data_config": _plain_config(bundle.data_config),
+        "source_weights": info.get("weights"), "weights_note": info.get("weights_note"),
+        "license": _license(info),
+        "run": bundle.source, "best_val_acc": summary.get("best_val_acc"), "best_epoch": summary.get("best_epoch"),
+        "files": {f: name for f, name in FILES.items() if (out / name).is_file()},
+        "onnx": {"input": ONNX_INPUT, "output": ONNX_OUTPUT, "layout": "NCHW float32, dynamic batch"},
+        "checks": all_checks, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    runs.atomic_write_json(out / runs.MODEL, meta)
+
+
+def _license(info: dict) -> str | None:
+    """The licence of the starting weights; none for a random start (timm records its architecture's licence even
+    then)."""
+    return None if info.get("weights") == "none" else info.get("license")
+
+
+def _plain_config(data_config: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
+    """The model card (Markdown) of a run: model, data, metrics, source weights and licence, known limits."""
+    from engine.results.evaluate import SPLIT_NAMES, load_evaluation
+
+    run = Path(run_dir)
+    info = _read(run / runs.MODEL, {})
+    classes = _read(run / runs.LABELS, [])
+    dataset = _read(run / runs.DATASET, {})
+    summary = runs.read_summary(run)
+    config_text = (run / runs.CONFIG).read_text(encoding="utf-8") if (run / runs.CONFIG).is_file() else ""
+    evaluation = load_evaluation(run)
+    counts = dataset.get("counts", {})
+    splits = [s for s in ("train", "val", "test") if sum(counts.get(s, {}).values())]
+    dc = info.get("data_config", {})
+    size = dc.get("input_size", [3, 0, 0])
+    lines = [f"# Model card: {info.get('model', 'model')} for {len(classes)} classes", "",
+             f"Made with Transfer Studio from the run `{run.name}` on {time.strftime('%Y-%m-%d')}.", "",
+             "## Model", "",
+             f"- Architecture: `{info.get('model')}`, with a new classification head (`{info.get('head')}`) for "
+             f"{len(classes)} classes: {', '.join(classes)} (in the order of the model's outputs).",
+             f"- Training: strategy `{summary.get('strategy', '?')}`, {summary.get('epochs_completed', '?')} epochs; "
+             f"the weights are those of epoch {summary.get('best_epoch')}, the best on the validation pictures.",
+             f"- Input: RGB pictures resized to {int(size[2] / dc.get('crop_pct', 1) if dc else 0)} pixels on the "
+             f"shorter side ({dc.get('interpolation')}), centre-cropped to {size[2]} x {size[1]}, scaled to [0, 1] "
+             f"and normalised with mean {tuple(dc.get('mean', ()))} and standard deviation {tuple(dc.get('std', ()))}.",
+             "",
+             "## Source weights and licence", "",
+             f"- Starting weights: `{info.get('weights')}`. {info.get('weights_note', '')}".rstrip()]
+    license = _license(info)
+    if info.get("weights") == "none":
+        lines.append("- Licence: no pretrained weights were used (random start).")
+    elif license:
+        lines.append(f"- Licence of the starting weights: {license}. The fine-tuned model is derived from them, so "
+                     "their terms apply to it too.")
+    else:
+        lines.append("- Licence of the starting weights: not recorded (a local file): check the terms of the place "
+                     "the file came from before sharing this model; they apply to it too.")
+    lines += ["", "## Data", ""]
+    if dataset:
+        lines.append(f"From `{dataset.get('root')}` ({dataset.get('layout')}; split: "
+                     f"{'given by the data' if dataset.get('split_source') == 'folders' else 'random, stratified'}).")
+        lines += ["", "| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+        for c in classes:
+            lines.append(f"| {c} | " + " | ".join(str(counts.get(s, {}).get(c, 0)) for s in splits) + " |")
+        lines.append("| **total** | " + " | ".join(str(sum(counts.get(s, {}).values())) for s in splits) + " |")
+        health = dataset.get("health", {})
+        if health.get("unreadable"):
+            lines += ["", f"{len(health['unreadable'])} files could not be read and were left out."]
+    else:
+        lines.append("The run's dataset description (dataset.json) is missing.")
+    lines += ["", "## Metrics", "",
+              f"- Best validation accuracy during training: {_percent(summary.get('best_val_acc'))} "
+              f"(epoch {summary.get('best_epoch')})."]
+    if evaluation is not None:
+        for split in evaluation.splits.values():
+            where = SPLIT_NAMES.get(split.name, split.name)
+            if split.name == "data":
+                where = f"the folder {evaluation.data}"
+            lines += ["", f"### On the {where} pictures ({split.count})", "",
+                      f"Accuracy {_percent(split.accuracy)}, macro F1 {split.macro_f1:.3f}, expected calibration "
+                      f"error {split.ece:.3f}.", "",
+                      "| class | precision | recall | F1 | pictures |", "|---|---:|---:|---:|---:|"]
+            lines += [f"| {c.name} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+                      for c in split.per_class]
+    else:
+        lines.append("- Per-class metrics and calibration: not measured yet (`python main.py evaluate RUN`, then "
+                     "export again, adds them here).")
+    if checks:
+        lines += ["", "## Export checks", "",
+                  "Largest absolute difference between the exported model and the PyTorch model:", "",
+                  "| format | file | pictures | probability | logits |", "|---|---|---:|---:|---:|"]
+        for fmt, c in checks.items():
+            lines.append(f"| {FORMAT_NAMES.get(fmt, fmt)} | `{FILES.get(fmt, '')}` | "
+                         f"{c['pictures'] or 'random inputs'} | {c['max_abs_diff_probs']:.2g} | "
+                         f"{c['max_abs_diff_logits']:.2g} |")
+    lines += ["", "## Known limits", "",
+              f"- The model only knows these {len(classes)} classes: every picture gets one of them, even a picture "
+              "of something else entirely. A low confidence is a hint, not a guarantee.",
+              "- It learnt from the pictures above only; pictures from other cameras, places, lighting or "
+              "preparations may be recognised less well. Check it on such pictures before relying on it."]
+    train_counts = counts.get("train", {})
+    if train_counts:
+        smallest = min(train_counts, key=train_counts.get)
+        lines.append(f"- The smallest class in training, '{smallest}', had {train_counts[smallest]} pictures; "
+                     "classes with few pictures are usually recognised less reliably.")
+    lines.append("- The best epoch was chosen on the validation pictures, so the validation accuracy is slightly "
+                 "optimistic" + ("; the test pictures give the fairer figure." if "test" in splits else
+                                 "; a separate test set gives a fairer figure."))
+    if evaluation is not None:
+        ece = max(s.ece for s in evaluation.splits.values())
+        if ece > 0.05:
+            lines.append(f"- Its confidences are not well calibrated (expected calibration error {ece:.2f}): read "
+                         "them as a ranking rather than as probabilities.")
+    lines.append("- The preprocessing above must be applied exactly (resize, crop, mean and standard deviation); "
+                 "other preprocessing changes the predictions.")
+    if config_text:
+        lines.append("- The full training configuration is in the run folder's `config.toml`.")
+    return "\n".join(lines) + "\n"
+
+
+# --- the entry point ------------------------------------------------------------------------------------------
+
+
+def export_run(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None, *,
+               pictures: int = CHECK_PICTURES, on_progress: Callable[[int, int], None] | None = None,
+               stop: threading.Event | None = None) -> ExportResult:
+    """Export a run's model as ``format`` (bundle, onnx or torchscript) into ``out`` (default ``RUN/export``),
+    check it against the PyTorch model, and write ``model.json`` and ``MODEL_CARD.md`` beside it."""
+    if format not in FORMATS:
+        raise UserError(f"'{format}' is not an export format: choose {', '.join(FORMATS)}.")
+    steps = 4
+
+    def progress(done: int) -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped("The export was stopped.")
+        if on_progress is not None:
+            on_progress(done, steps)
+
+    bundle = load_run_model(run_dir, device="cpu")
+    if bundle.kind != "run":
+        raise UserError(f"{bundle.source} is already an exported model: export from the run folder it came from.")
+    run = Path(bundle.source)
+    out_dir = Path(out).expanduser() if out is not None else run / EXPORT_DIR
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"The export folder {out_dir} cannot be created ({exc.strerror or exc}): choose another "
+                        "folder with --out.") from None
+    if (out_dir / runs.MODEL).is_file() and "classes" not in _read(out_dir / runs.MODEL, {"classes": 1}):
+        raise UserError(f"{out_dir} is a run folder: choose an empty or export folder with --out.")
+    progress(1)
+    inputs, count = _check_inputs(bundle, run, pictures)
+    with torch.inference_mode():
+        reference = bundle.model(inputs).float()
+    progress(2)
+    export = {"bundle": _export_bundle, "onnx": _export_onnx, "torchscript": _export_torchscript}[format]
+    try:
+        logits_diff, probs_diff = export(bundle, out_dir, inputs, reference)
+    except OSError as exc:
+        raise UserError(f"The export could not be written to {out_dir} ({exc.strerror or exc}): check that the "
+                        "folder is writable and the disk is not full.") from None
+    progress(3)
+    check = {"pictures": count, "max_abs_diff_logits": logits_diff, "max_abs_diff_probs": probs_diff}
+    _write_metadata(bundle, out_dir, {format: check})
+    checks = _read(out_dir / runs.MODEL, {}).get("checks", {})
+    runs.atomic_write_text(out_dir / CARD, model_card(run, checks))
+    progress(4)
+    path = out_dir / FILES[format]
+    files = tuple(str(out_dir / name) for name in (FILES[format], runs.MODEL, CARD))
+    for name in files:
+        _shareable(name)
+    return ExportResult(format, str(path), str(out_dir), files, count, logits_diff, probs_diff)

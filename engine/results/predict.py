@@ -1,0 +1,289 @@
+"""Using a trained model: load it from a run folder or an exported bundle, predict pictures and folders, write CSV.
+
+``load_run_model(path)`` accepts a run folder (``model.json`` + ``labels.json`` + ``best.safetensors``) or an
+exported bundle folder (``model.json`` with its classes + ``model.safetensors``). The model is rebuilt from its
+architecture name with random weights, then every tensor is loaded from the file (strictly: a file that does not fit
+is refused with a sentence), so no pickled code is ever run.
+
+``predict_paths(bundle, paths)`` returns one ``Prediction`` per picture, in order: folders are opened (pictures in
+sub-folders too, sorted by path); a picture that cannot be read gives a row with an ``error`` sentence, not a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.project import runs
+from engine.errors import ModelError, UserError
+from engine.data.images import ImageError, is_image_path, load_rgb
+
+__all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", "expand_paths", "heat_map",
+           "infer", "load_run_model", "predict_paths", "resolve_device", "write_csv"]
+
+BUNDLE_WEIGHTS = "model.safetensors"
+BATCH_SIZE = 32
+ProgressCallback = Callable[[int, int], None]
+
+
+class Stopped(UserError):
+    """The work was stopped on request (the stop token was set)."""
+
+
+@dataclass
+class ModelBundle:
+    """A model ready for inference, with what is needed to feed it and to read its outputs."""
+
+    model: nn.Module  # in eval mode, on ``device``
+    classes: tuple[str, ...]
+    data_config: dict  # input_size, interpolation, mean, std, crop_pct, crop_mode
+    architecture: str  # timm:<name> or torchvision:<name>
+    head: str
+    device: str
+    source: str  # the run or bundle folder
+    info: dict = field(default_factory=dict)  # the folder's model.json
+    kind: str = "run"  # "run" or "bundle"
+
+    def __post_init__(self) -> None:
+        from engine.data.loaders import build_transforms, decode_size
+
+        self.transform = build_transforms(self.data_config, "none")[1]
+        self.draft = decode_size(self.data_config)
+
+    def preprocess(self, path: str | os.PathLike) -> torch.Tensor:
+        """The network's input for one picture; raises ImageError."""
+        return self.transform(load_rgb(path, draft_size=self.draft))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One picture's prediction; when it could not be read, ``error`` says why and the rest is empty."""
+
+    path: str
+    class_name: str | None = None
+    class_index: int | None = None
+    confidence: float | None = None  # the probability of the predicted class
+    top: tuple[tuple[str, float], ...] = ()  # the k most probable classes, most probable first
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    cam: np.ndarray  # float32 (height, width) in [0, 1], at the picture's size
+    class_index: int
+    class_name: str
+    probability: float
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"'{spec}' is not a device: choose auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("A CUDA GPU was chosen, but none is available on this computer: choose the CPU.")
+    return device
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path.parent} has no {path.name}: {what}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or 'damaged'}): "
+                        "the folder is damaged; train or export the model again.") from None
+
+
+def _model_folder(path: str | os.PathLike) -> Path:
+    folder = Path(path).expanduser()
+    if folder.is_file() and folder.name in (runs.MODEL, runs.BEST, BUNDLE_WEIGHTS):
+        folder = folder.parent
+    if not folder.exists():
+        raise UserError(f"The folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder: give a run folder or an exported model folder.")
+    if not (folder / runs.MODEL).is_file():
+        raise UserError(f"{folder} is not a run folder or an exported model: it has no {runs.MODEL}.")
+    return folder
+
+
+def load_run_model(path: str | os.PathLike, device: str = "auto") -> ModelBundle:
+    """The model of a run folder (its best epoch) or of an exported bundle folder, ready for inference."""
+    folder = _model_folder(path)
+    info = _read_json(folder / runs.MODEL, "give a run folder or an exported model folder.")
+    if "classes" in info:  # an exported bundle
+        kind, classes, architecture = "bundle", info["classes"], info.get("architecture", "")
+        weights = folder / BUNDLE_WEIGHTS
+        if not weights.is_file():
+            raise UserError(f"{folder} holds no {BUNDLE_WEIGHTS}: export the run again with --format bundle.")
+    else:
+        kind, architecture = "run", info.get("model", "")
+        classes = _read_json(folder / runs.LABELS, "the run folder is incomplete; train again.")
+        weights = folder / runs.BEST
+        if not weights.is_file():
+            raise UserError(f"The run in {folder} has no saved weights (it ended before its first epoch was "
+                            "complete): train it again.")
+    if not isinstance(classes, list) or len(classes) < 2 or not architecture or "data_config" not in info:
+        raise UserError(f"{folder / runs.MODEL} is incomplete: train or export the model again.")
+    from engine.models.build import build_model, read_weight_file
+
+    torch_device = resolve_device(device)
+    built = build_model(architecture, "none", len(classes), allow_download=False)
+    model = built.model
+    state = read_weight_file(weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise ModelError(f"The weights in {weights} do not fit {architecture} with {len(classes)} classes: the "
+                         "folder was changed by hand; train or export the model again.") from None
+    model.eval().to(torch_device)
+    data_config = dict(info["data_config"])
+    for key in ("input_size", "mean", "std"):
+        data_config[key] = tuple(data_config[key])
+    return ModelBundle(model, tuple(str(c) for c in classes), data_config, architecture,
+                       info.get("head", built.head), str(torch_device), str(folder), info, kind)
+
+
+# --- inputs ---------------------------------------------------------------------------------------------------
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """(picture path, None) for each picture given or found in a given folder (sorted, hidden entries skipped), or
+    (path, sentence) for a path that gives no picture."""
+    items: list[tuple[str, str | None]] = []
+    for given in paths:
+        p = Path(given).expanduser()
+        if p.is_dir():
+            found = sorted(str(f) for f in _walk(p))
+            items.extend((f, None) for f in found)
+            if not found:
+                items.append((str(p), "The folder holds no pictures (JPEG, PNG, BMP, GIF, TIFF or WebP)."))
+        elif p.exists():
+            items.append((str(p), None))  # decoding decides whether it is a picture
+        else:
+            items.append((str(p), "The file does not exist."))
+    return items
+
+
+def _walk(folder: Path):
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+        for name in files:
+            if is_image_path(name):
+                yield Path(root) / name
+
+
+# --- inference ------------------------------------------------------------------------------------------------
+
+
+def infer(bundle: ModelBundle, paths: Sequence[str], *, batch_size: int = BATCH_SIZE,
+          on_progress: ProgressCallback | None = None, stop: threading.Event | None = None,
+          stop_message: str = "Prediction was stopped before the end.") -> tuple[np.ndarray, list[str | None]]:
+    """Class probabilities for each path (float32, NaN rows for pictures that cannot be read) and, per path, None or
+    the sentence saying why it could not be read. Pictures are decoded on a few threads (decoding releases the GIL)."""
+    n = len(paths)
+    probs = np.full((n, len(bundle.classes)), np.nan, dtype=np.float32)
+    errors: list[str | None] = [None] * n
+    device = torch.device(bundle.device)
+
+    def load(path: str):
+        try:
+            return bundle.preprocess(path), None
+        except ImageError as exc:
+            return None, str(exc)
+
+    workers = max(1, min(4, (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, n, batch_size):
+            if stop is not None and stop.is_set():
+                raise Stopped(stop_message)
+            chunk = list(range(start, min(n, start + batch_size)))
+            loaded = list(pool.map(load, [paths[i] for i in chunk]))
+            good = [i for i, (tensor, _) in zip(chunk, loaded) if tensor is not None]
+            for i, (_, error) in zip(chunk, loaded):
+                errors[i] = error
+            if good:
+                batch = torch.stack([loaded[i - start][0] for i in good]).to(device)
+                with torch.inference_mode():
+                    out = bundle.model(batch).float().softmax(1).cpu().numpy()
+                probs[good] = out
+            if on_progress is not None:
+                on_progress(chunk[-1] + 1, n)
+    return probs, errors
+
+
+def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathLike], *, top_k: int = 3,
+                  batch_size: int = BATCH_SIZE, on_progress: ProgressCallback | None = None,
+                  stop: threading.Event | None = None) -> list[Prediction]:
+    """One Prediction per picture (folders opened), in order, with the ``top_k`` most probable classes."""
+    if top_k < 1:
+        raise UserError("The number of classes to show (top k) must be at least 1.")
+    items = expand_paths(paths_or_folders)
+    readable = [i for i, (_, error) in enumerate(items) if error is None]
+    probs, errors = infer(bundle, [items[i][0] for i in readable], batch_size=batch_size, on_progress=on_progress,
+                          stop=stop)
+    rows: list[Prediction] = [Prediction(path, error=error) for path, error in items]
+    k = min(top_k, len(bundle.classes))
+    for row_index, p, error in zip(readable, probs, errors):
+        path = items[row_index][0]
+        if error is not None:
+            rows[row_index] = Prediction(path, error=error)
+            continue
+        order = np.argsort(-p, kind="stable")[:k]
+        top = tuple((bundle.classes[j], float(p[j])) for j in order)
+        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top)
+    return rows
+
+
+def heat_map(bundle: ModelBundle, picture, target_class: int | None = None) -> HeatMap:
+    """The class-activation map of one picture (a path or a PIL image) for ``target_class`` (default: the
+    predicted one)."""
+    from engine.results.cam import explain
+
+    cam, target, probs = explain(bundle.model, picture, bundle.data_config, target_class, head=bundle.head)
+    return HeatMap(cam, target, bundle.classes[target], float(probs[target]))
+
+
+# --- CSV ------------------------------------------------------------------------------------------------------
+
+
+def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k: int | None = None) -> Path:
+    """Write the predictions as CSV (atomically): path, prediction, confidence, then top2, top2_confidence, ...,
+    and error (empty for pictures that were read)."""
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise UserError(f"The folder {path.parent} for the CSV file does not exist: create it or choose another.")
+    k = top_k or max((len(p.top) for p in predictions), default=1)
+    header = ["path", "prediction", "confidence"]
+    for i in range(2, k + 1):
+        header += [f"top{i}", f"top{i}_confidence"]
+    header.append("error")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for p in predictions:
+        row = [p.path, p.class_name or "", "" if p.confidence is None else f"{p.confidence:.6f}"]
+        for i in range(1, k):
+            row += [p.top[i][0], f"{p.top[i][1]:.6f}"] if i < len(p.top) else ["", ""]
+        row.append(p.error or "")
+        writer.writerow(row)
+    try:
+        runs.atomic_write_text(path, buffer.getvalue())
+    except OSError as exc:
+        raise UserError(f"The CSV file {path} cannot be written ({exc.strerror or exc}): choose another place."
+                        ) from None
+    return path

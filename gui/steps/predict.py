@@ -1,0 +1,612 @@
+"""The Predict & Export step: use a trained model on new pictures, and save it for other programs.
+
+Pictures or folders dropped on the page (or added with the buttons) are predicted in the background with
+``engine.results.predict``: each gets a thumbnail, the most likely class, the confidence and the next most likely classes; a
+picture that cannot be read gets the reason instead. The chosen picture is shown large, with its heat map on request.
+"Save as CSV..." writes exactly the table (``engine.results.predict.write_csv``). The Export box runs
+``engine.results.export.export_run`` in the background and shows what it wrote and how closely the exported model matches the
+PyTorch one.
+"""
+
+from __future__ import annotations
+
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
+
+import html
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QColor, QDesktopServices, QFont, QImage
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSplitter, QStackedWidget,
+                               QTableView, QVBoxLayout, QWidget)
+
+from engine.project import runs
+from engine.errors import UserError
+from engine.results.export import CARD, EXPORT_DIR, FORMAT_NAMES, ExportResult, export_run
+from engine.data.images import is_image_path
+from engine.results.predict import Prediction, predict_paths, write_csv
+from gui import style
+from gui.steps.evaluate import fill_run_combo
+from gui.support.jobs import Jobs, ModelCache
+from gui.widgets.pictures import VERMILLION, PicturePanel, error_html, file_name, percent, square_pixmap
+from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
+
+THUMB = 48
+TOP_K = 3
+FORMATS = [("bundle", "Bundle (safetensors + description)",
+            "The weights in safetensors format with a description of the model and its preprocessing. Transfer "
+            "Studio, 'python main.py predict' and plain timm or torchvision code can load it."),
+           ("onnx", "ONNX",
+            "One .onnx file for other programs and languages: onnxruntime (Python, C#, C++, Java, JavaScript), "
+            "OpenCV, many image-analysis tools."),
+           ("torchscript", "TorchScript",
+            "A .pt file for PyTorch without Python code: C++ (LibTorch) programs and PyTorch Mobile.")]
+COLUMNS = ("Picture", "Prediction", "Confidence", "Next most likely")
+
+
+def difference_words(probs: float) -> str:
+    if probs < 1e-4:
+        return "the same answers for practical purposes"
+    if probs < 1e-2:
+        return "very close answers"
+    return "noticeably different answers: check the exported model before relying on it"
+
+
+class PredictionsModel(QAbstractTableModel):
+    """One row per picture: thumbnail and name, the predicted class, its confidence, the next classes (or the reason
+    the picture could not be read)."""
+
+    def __init__(self, loader: ThumbnailLoader, parent=None) -> None:
+        super().__init__(parent)
+        self.loader = loader
+        self.cache = ThumbnailCache(800)
+        self.rows: list[Prediction] = []
+        self._row_of: dict[str, int] = {}
+        self._broken: set[str] = set()
+        self._placeholder = placeholder_pixmap(loader.size, QColor(128, 128, 128, 40))
+        self._broken_pixmap = placeholder_pixmap(loader.size, QColor(213, 94, 0, 90))
+        loader.loaded.connect(self._on_loaded)
+        loader.failed.connect(lambda path, _: self._on_failed(path))
+
+    def set_rows(self, rows: list[Prediction]) -> None:
+        self.loader.cancel_pending()
+        self.beginResetModel()
+        self.rows = list(rows)
+        self._row_of = {p.path: i for i, p in enumerate(self.rows)}
+        self.endResetModel()
+
+    def append(self, rows: list[Prediction]) -> None:
+        rows = [p for p in rows if p.path not in self._row_of]
+        if not rows:
+            return
+        first = len(self.rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
+        for p in rows:
+            self._row_of[p.path] = len(self.rows)
+            self.rows.append(p)
+        self.endInsertRows()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation != Qt.Orientation.Horizontal or section >= len(COLUMNS):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return ("The picture.", "The class the model gives the picture.",
+                    "How sure the model is (its probability for that class). A low value is a hint to check the "
+                    "picture yourself.",
+                    "The next most likely classes and their probabilities.")[section]
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        p = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return file_name(p.path)
+            if p.error is not None:
+                return ("Cannot be read", "", p.error)[col - 1]
+            if col == 1:
+                return p.class_name
+            if col == 2:
+                return percent(p.confidence)
+            return ",  ".join(f"{name} {percent(prob)}" for name, prob in p.top[1:]) or "-"
+        if role == Qt.ItemDataRole.DecorationRole and col == 0:
+            pixmap = self.cache.get(p.path)
+            if pixmap is not None:
+                return pixmap
+            if p.path in self._broken or p.error is not None:
+                return self._broken_pixmap
+            self.loader.request(p.path)
+            return self._placeholder
+        if role == Qt.ItemDataRole.ForegroundRole and p.error is not None and col > 0:
+            return QColor(VERMILLION)
+        if role == Qt.ItemDataRole.FontRole and col == 1 and p.error is None:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == 2:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if p.error is not None:
+                return f"{p.path}\n{p.error}"
+            top = "\n".join(f"  {name}: {percent(prob)}" for name, prob in p.top)
+            return f"{p.path}\nMost likely:\n{top}"
+        if role == Qt.ItemDataRole.UserRole:
+            return p
+        return None
+
+    def _on_loaded(self, path: str, image: QImage) -> None:
+        self.cache.put(path, square_pixmap(image, self.loader.size))
+        self._changed(path)
+
+    def _on_failed(self, path: str) -> None:
+        self._broken.add(path)
+        self._changed(path)
+
+    def _changed(self, path: str) -> None:
+        row = self._row_of.get(path)
+        if row is not None:
+            index = self.index(row, 0)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+
+class PredictPage(QWidget):
+    predicted = Signal(int)  # rows in the table after a batch of predictions
+    exported = Signal(object)  # ExportResult
+    runsChanged = Signal()
+
+    def __init__(self, jobs: Jobs | None = None, cache: ModelCache | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.jobs = jobs or Jobs(self)
+        self.cache = cache or ModelCache()
+        self.runs_folder: Path | None = None
+        self.infos: list[runs.RunInfo] = []
+        self.inputs: list[str] = []  # every picture or folder given, in order
+        self.pending: list[str] = []  # those not predicted yet
+        self.last_export: ExportResult | None = None
+        self._predicted_with: str | None = None
+        self.loader = ThumbnailLoader(THUMB, parent=self)
+        self.setAcceptDrops(True)
+
+        # -- the model
+        self.run_combo = QComboBox()
+        self.run_combo.setToolTip("The trained model that predicts: each run of this project, newest first.")
+        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.run_combo.setMinimumContentsLength(30)
+        self.refresh_button = QPushButton(style.icon("refresh"), "")
+        self.refresh_button.setToolTip("Read the project's runs folder again.")
+
+        # -- pictures
+        self.add_files_button = QPushButton(style.icon("open-folder"), "Add pictures...")
+        self.add_files_button.setToolTip("Choose pictures to classify (JPEG, PNG, BMP, GIF, TIFF, WebP). You can "
+                                         "also drop pictures or folders on this page.")
+        self.add_folder_button = QPushButton("Add folder...")
+        self.add_folder_button.setToolTip("Classify every picture in a folder and its sub-folders.")
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Remove every picture from the list (the files are not touched).")
+        self.csv_button = QPushButton(style.icon("save"), "Save as CSV...")
+        self.csv_button.setToolTip("Save the table as a CSV file (path, prediction, confidence, next classes, error) "
+                                   "for a spreadsheet.")
+        self.cancel_button = QPushButton(style.icon("cancel"), "Cancel")
+        self.cancel_button.setToolTip("Stop predicting; the pictures already done stay in the list.")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v of %m pictures")
+        self.progress.setMaximumWidth(220)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)
+
+        self.model = PredictionsModel(self.loader, self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setIconSize(QSize(THUMB, THUMB))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(THUMB + 8)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setAlternatingRowColors(True)
+        self.table.setAccessibleName("Predictions")
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(0, 250)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.drop_hint = QLabel("<h3>Drop pictures or a folder here</h3><p>or use <b>Add pictures...</b> or "
+                                "<b>Add folder...</b> above. The chosen model gives each picture its most likely "
+                                "class, how sure it is, and the next most likely classes.</p>")
+        self.drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.drop_hint.setWordWrap(True)
+        self.drop_hint.setMargin(30)
+        self.drop_hint.setFrameShape(QLabel.Shape.StyledPanel)
+        self.drop_hint.setStyleSheet("QLabel { border: 2px dashed palette(mid); border-radius: 8px; }")
+        self.pictures = QStackedWidget()
+        self.pictures.addWidget(self.drop_hint)
+        self.pictures.addWidget(self.table)
+        self.panel = PicturePanel(self.jobs, self.cache, self.current_run, "Choose a picture in the list to see it "
+                                  "larger, with its heat map.")
+
+        # -- export
+        self.format_combo = QComboBox()
+        for key, label, tip in FORMATS:
+            self.format_combo.addItem(label, key)
+            self.format_combo.setItemData(self.format_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.format_combo.setToolTip("The file format to save the model in; hover over each for what it is for.")
+        self.out_edit = QLineEdit()
+        self.out_edit.setClearButtonEnabled(True)
+        self.out_edit.setToolTip("The folder the export is written to. Left empty: the 'export' folder inside the "
+                                 "run folder.")
+        self.out_button = QPushButton("Choose...")
+        self.out_button.setToolTip("Choose the folder to export into.")
+        self.export_button = QPushButton(style.icon("step-export"), "Export")
+        self.export_button.setToolTip("Save the model in the chosen format, with a description (model.json) and a "
+                                      "model card, and check that it gives the same answers as the model here.")
+        self.export_cancel = QPushButton(style.icon("cancel"), "Cancel")
+        self.export_cancel.setToolTip("Stop the export after its current step.")
+        self.export_progress = QProgressBar()
+        self.export_progress.setRange(0, 4)
+        self.export_progress.setFormat("step %v of %m")
+        self.export_progress.setMaximumWidth(160)
+        self.export_result = QLabel("")
+        self.export_result.setWordWrap(True)
+        self.export_result.setTextFormat(Qt.TextFormat.RichText)
+        self.export_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.export_result.setOpenExternalLinks(False)
+        self.export_result.linkActivated.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
+
+        # -- layout
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Model:"))
+        top.addWidget(self.run_combo, 1)
+        top.addWidget(self.refresh_button)
+        buttons = QHBoxLayout()
+        for w in (self.add_files_button, self.add_folder_button, self.clear_button, self.csv_button,
+                  self.cancel_button, self.progress):
+            buttons.addWidget(w)
+        buttons.addWidget(self.status, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.pictures)
+        self.splitter.addWidget(self.panel)
+        self.splitter.setSizes([600, 380])
+        self.splitter.setChildrenCollapsible(False)
+
+        export_box = QGroupBox("Export the model")
+        export_box.setToolTip("Save the trained model in a format other programs can use.")
+        form = QFormLayout()
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(self.out_button)
+        form.addRow("Format", self.format_combo)
+        form.addRow("Folder", out_row)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.export_button)
+        run_row.addWidget(self.export_cancel)
+        run_row.addWidget(self.export_progress)
+        run_row.addStretch(1)
+        form.addRow("", run_row)
+        export_layout = QHBoxLayout(export_box)
+        export_layout.addLayout(form, 2)
+        export_layout.addWidget(self.export_result, 3)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(buttons)
+        layout.addWidget(self.splitter, 1)
+        layout.addWidget(export_box)
+
+        self.run_combo.currentIndexChanged.connect(self._run_chosen)
+        self.refresh_button.clicked.connect(lambda: self.refresh_runs())
+        self.add_files_button.clicked.connect(self.choose_files)
+        self.add_folder_button.clicked.connect(self.choose_folder)
+        self.clear_button.clicked.connect(self.clear)
+        self.csv_button.clicked.connect(self.save_csv)
+        self.cancel_button.clicked.connect(lambda: self.jobs.cancel("predict"))
+        self.out_button.clicked.connect(self.choose_export_folder)
+        self.export_button.clicked.connect(lambda: self.export())
+        self.export_cancel.clicked.connect(lambda: self.jobs.cancel("export"))
+        self.table.selectionModel().currentRowChanged.connect(lambda cur, _: self._row_chosen(cur))
+        self.jobs.busy_changed.connect(lambda _: self._update_controls())
+        self._update_controls()
+
+    # -- runs ------------------------------------------------------------------------------------------------
+
+    def set_runs_folder(self, folder: str | os.PathLike | None) -> None:
+        new = Path(folder) if folder else None
+        if new != self.runs_folder:
+            self.runs_folder = new
+            self.refresh_runs()
+
+    def refresh_runs(self, select: str | None = None) -> None:
+        keep = select or self.current_run()
+        self.infos = runs.list_runs(self.runs_folder) if self.runs_folder else []
+        fill_run_combo(self.run_combo, self.infos, keep)
+        if self.current_run() != self._predicted_with:
+            self._run_chosen()
+        self.runsChanged.emit()
+        self._update_controls()
+
+    def current_run(self) -> str | None:
+        return self.run_combo.currentData()
+
+    def select_run(self, path: str) -> None:
+        index = self.run_combo.findData(str(path))
+        if index >= 0:
+            self.run_combo.setCurrentIndex(index)
+
+    def _run_chosen(self, *_) -> None:
+        run = self.current_run()
+        self._predicted_with = run
+        self.panel.clear()
+        self.export_result.setText("")
+        self.out_edit.setPlaceholderText(str(Path(run) / EXPORT_DIR) if run else "")
+        if self.inputs and run:  # the other model's answers: predict everything again
+            self.pending = list(self.inputs)
+            self.model.set_rows([])
+            self._predict()
+        self._update_controls()
+
+    # -- pictures --------------------------------------------------------------------------------------------
+
+    def add_paths(self, paths: list[str]) -> None:
+        """Predict these pictures and folders (added after those already in the list)."""
+        new = [str(p) for p in paths if str(p) not in self.inputs]
+        if not new:
+            return
+        self.inputs += new
+        self.pending += new
+        self._predict()
+
+    def _predict(self) -> None:
+        run = self.current_run()
+        if not self.pending:
+            return
+        if run is None:
+            self.status.setText(error_html("Train a model first: there is no model to predict with."))
+            return
+        paths = list(self.pending)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Predicting with {Path(run).name} ...")
+
+        def work(progress, stop):
+            with self.cache.use(run) as bundle:
+                return predict_paths(bundle, paths, top_k=TOP_K, on_progress=progress, stop=stop)
+
+        self.jobs.start("predict", work, lambda rows: self._predicted(run, paths, rows), on_error=self._failed,
+                        on_progress=self._progress, on_cancel=self._cancelled, what="Predicting")
+        self._update_controls()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+
+    def _predicted(self, run: str, paths: list[str], rows: list[Prediction]) -> None:
+        if run != self.current_run():
+            return
+        self.pending = [p for p in self.pending if p not in paths]
+        first = self.model.rowCount() == 0
+        self.model.append(rows)
+        self.pictures.setCurrentWidget(self.table)
+        total = self.model.rowCount()
+        unreadable = sum(p.error is not None for p in self.model.rows)
+        text = f"{total} pictures predicted with {html.escape(Path(run).name)}."
+        if unreadable:
+            text += " " + error_html(f"{unreadable} could not be read (see the list).")
+        self.status.setText(text)
+        if first and total:
+            self.table.selectRow(0)
+        self.predicted.emit(total)
+        self._update_controls()
+        if self.pending:  # more were added while these were predicted
+            self._predict()
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(error_html(message))
+        self._update_controls()
+
+    def _cancelled(self) -> None:
+        self.status.setText("Prediction was stopped. Add the pictures again to predict them.")
+        self.inputs = [p for p in self.inputs if p not in self.pending]
+        self.pending = []
+        self._update_controls()
+
+    def clear(self) -> None:
+        self.jobs.cancel("predict", notify=False)
+        self.inputs, self.pending = [], []
+        self.model.set_rows([])
+        self.panel.clear()
+        self.pictures.setCurrentWidget(self.drop_hint)
+        self.status.setText("")
+        self._update_controls()
+
+    def predictions(self) -> list[Prediction]:
+        return list(self.model.rows)
+
+    def _row_chosen(self, current: QModelIndex) -> None:
+        if not current.isValid():
+            return
+        p = self.model.rows[current.row()]
+        name = html.escape(file_name(p.path))
+        if p.error is not None:
+            self.panel.show_picture(p.path, f"<b>{name}</b><br>{error_html(p.error)}")
+            return
+        top = " &middot; ".join(f"{html.escape(c)} {percent(prob)}" for c, prob in p.top)
+        info = (f"<b>{name}</b> &mdash; <b>{html.escape(p.class_name)}</b> ({percent(p.confidence)} sure)"
+                f"<br>Most likely: {top}")
+        names = [c for c, _ in p.top]
+        classes = self._classes()
+        choices = [(classes.index(c), f"the model's answer ({c})" if i == 0 else c)
+                   for i, c in enumerate(names) if c in classes]
+        self.panel.show_picture(p.path, info, choices)
+
+    def _classes(self) -> list[str]:
+        import json
+
+        run = self.current_run()
+        try:
+            return list(json.loads((Path(run) / runs.LABELS).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return []
+
+    # -- files and folders from the user (tests replace the ask_* methods) ------------------------------------
+
+    def choose_files(self) -> None:
+        paths = self.ask_files()
+        if paths:
+            self.add_paths(paths)
+
+    def choose_folder(self) -> None:
+        folder = self.ask_folder("Choose a folder of pictures to classify")
+        if folder:
+            self.add_paths([folder])
+
+    def ask_files(self) -> list[str]:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Choose pictures to classify", "",
+            "Pictures (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
+        return paths
+
+    def ask_folder(self, title: str) -> str:
+        return QFileDialog.getExistingDirectory(self, title)
+
+    def ask_csv_path(self) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the predictions", "predictions.csv",
+                                              "CSV files (*.csv);;All files (*)")
+        return path
+
+    def save_csv(self) -> None:
+        rows = self.predictions()
+        if not rows:
+            return
+        path = self.ask_csv_path()
+        if not path:
+            return
+        if not path.lower().endswith(".csv"):
+            path += ".csv"
+        try:
+            written = write_csv(rows, path, top_k=TOP_K)
+        except UserError as exc:
+            self.status.setText(error_html(str(exc)))
+            return
+        self.status.setText(f"Saved {len(rows)} rows in {html.escape(str(written))}.")
+
+    def choose_export_folder(self) -> None:
+        folder = self.ask_folder("Choose the folder to export the model into")
+        if folder:
+            self.out_edit.setText(folder)
+
+    # -- drag and drop ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _dropped(mime) -> list[str]:
+        if not mime.hasUrls():
+            return []
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+        return [p for p in paths if os.path.isdir(p) or is_image_path(p)]
+
+    def dragEnterEvent(self, event) -> None:
+        if self._dropped(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:
+        paths = self._dropped(event.mimeData())
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.add_paths(paths)
+
+    # -- export ----------------------------------------------------------------------------------------------
+
+    def export(self) -> None:
+        run = self.current_run()
+        if run is None or self.jobs.running("export"):
+            return
+        fmt = self.format_combo.currentData()
+        out = self.out_edit.text().strip() or None
+        self.export_progress.setValue(0)
+        self.export_result.setText(f"Exporting as {FORMAT_NAMES[fmt]} and checking the result ...")
+        self.jobs.start("export", lambda progress, stop: export_run(run, fmt, out, on_progress=progress, stop=stop),
+                        self._exported, on_error=self._export_failed, on_progress=self._export_step,
+                        on_cancel=self._export_cancelled, what="The export")
+        self._update_controls()
+
+    def _export_step(self, done: int, total: int) -> None:
+        self.export_progress.setRange(0, total)
+        self.export_progress.setValue(done)
+
+    def _exported(self, result: ExportResult) -> None:
+        self.last_export = result
+        names = ", ".join(file_name(f) for f in result.files)
+        on = f"{result.pictures} validation pictures" if result.pictures else "random inputs"
+        card = Path(result.out_dir) / CARD
+        folder_url = QUrl.fromLocalFile(result.out_dir).toString()
+        card_url = QUrl.fromLocalFile(str(card)).toString()
+        self.export_result.setText(
+            f"<b>Written</b> to <a href='{folder_url}'>{html.escape(result.out_dir)}</a>: {html.escape(names)}."
+            f"<br><b>Check</b> on {on}: largest difference from the model here "
+            f"{result.max_abs_diff_probs:.2g} in probability ({result.max_abs_diff_logits:.2g} in the raw scores) "
+            f"&mdash; {difference_words(result.max_abs_diff_probs)}."
+            f"<br><b>Model card</b>: <a href='{card_url}'>{html.escape(str(card))}</a> (what the model is for, its "
+            "data, figures and limits).")
+        self.exported.emit(result)
+        self._update_controls()
+
+    def _export_failed(self, message: str) -> None:
+        self.export_result.setText(error_html(message))
+        self._update_controls()
+
+    def _export_cancelled(self) -> None:
+        self.export_result.setText("The export was stopped.")
+        self._update_controls()
+
+    # -- state -----------------------------------------------------------------------------------------------
+
+    def _update_controls(self) -> None:
+        has_run = self.current_run() is not None
+        predicting = self.jobs.running("predict")
+        exporting = self.jobs.running("export")
+        for w in (self.add_files_button, self.add_folder_button):
+            w.setEnabled(has_run)
+        self.clear_button.setEnabled(bool(self.inputs))
+        self.csv_button.setEnabled(self.model.rowCount() > 0 and not predicting)
+        self.cancel_button.setVisible(predicting)
+        self.progress.setVisible(predicting)
+        self.run_combo.setEnabled(not predicting and not exporting)
+        self.export_button.setEnabled(has_run and not exporting)
+        self.export_cancel.setVisible(exporting)
+        self.export_progress.setVisible(exporting)
+        if not has_run:
+            self.drop_hint.setText("<h3>No trained model yet</h3><p>Train a model in the <b>Train</b> step; then "
+                                   "drop pictures here to classify them.</p>")
+        elif not self.inputs:
+            self.drop_hint.setText("<h3>Drop pictures or a folder here</h3><p>or use <b>Add pictures...</b> or "
+                                   "<b>Add folder...</b> above. The chosen model gives each picture its most likely "
+                                   "class, how sure it is, and the next most likely classes.</p>")
+        if not self.inputs:
+            self.pictures.setCurrentWidget(self.drop_hint)
+
+    def shutdown(self) -> None:
+        self.jobs.shutdown()
+        self.loader.shutdown()
+
+

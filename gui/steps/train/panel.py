@@ -1,0 +1,411 @@
+"""The Train step: settings in plain words, Start / Pause / Stop, progress, live plots, log and run history.
+
+The panel edits the training part of the project's RunConfig (epochs, learning rate, TrainConfig) and drives the
+engine through the one TrainingController; everything it shows comes from the engine's plain-data events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QPushButton, QScrollArea, QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from engine import events as ev
+from engine.config import RunConfig
+from engine.train.runtime import available_devices
+from engine.train.trainer import RunResult
+from gui.widgets.plots import TrainingPlots
+from gui.steps.train.history import RunHistory
+from gui.steps.train.worker import TrainingController, preload_training_modules, training_modules_preloaded
+
+OPTIMIZERS = [("adamw", "AdamW (adaptive; a safe default)"), ("sgd", "SGD with momentum (classic fine-tuning)")]
+SCHEDULES = [("cosine", "Warm-up, then slowly lower (cosine)"), ("onecycle", "One cycle (up, then down)"),
+             ("constant", "Warm-up, then constant")]
+AUGMENTS = [("none", "None: the pictures as they are"), ("light", "Light: crops and mirror images"),
+            ("strong", "Strong: crops, mirrors, colour and RandAugment")]
+PRECISIONS = [("auto", "Automatic (mixed precision where it is faster)"), ("fp32", "Full precision (fp32)"),
+              ("bf16", "bfloat16 mixed precision"), ("fp16", "float16 mixed precision")]
+
+
+def _combo(items, tip: str) -> QComboBox:
+    box = QComboBox()
+    for key, label in items:
+        box.addItem(label, key)
+        box.setItemData(box.count() - 1, label, Qt.ItemDataRole.ToolTipRole)
+    box.setToolTip(tip)
+    # Shrinks with the settings column (the open list still shows the whole labels).
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(14)
+    return box
+
+
+def _select(box: QComboBox, key) -> None:
+    index = box.findData(key)
+    box.setCurrentIndex(max(index, 0))
+
+
+class TrainSettings(QWidget):
+    """The settings form; ``apply(config)`` returns the config with the form's values."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        self.epochs = QSpinBox(minimum=1, maximum=1000)
+        self.epochs.setToolTip("How many times the model sees every training picture. More epochs can fit "
+                               "better, but take longer and may over-fit small datasets.")
+        self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=1.0, singleStep=0.0005)
+        self.lr.setToolTip("How big the learning steps of the new head are; retrained layers use a fraction of it. "
+                           "Lower it if the loss jumps around or becomes NaN.")
+        self.batch = QSpinBox(minimum=0, maximum=1024)
+        self.batch.setSpecialValueText("Automatic")
+        self.batch.setToolTip("Pictures per learning step. Automatic chooses for your computer (and takes fewer at "
+                              "a time if the GPU runs out of memory). Larger is faster on a GPU but needs more "
+                              "memory.")
+        self.optimizer = _combo(OPTIMIZERS, "How the weights are updated from the gradients.")
+        self.schedule = _combo(SCHEDULES, "How the learning rate changes during each phase.")
+        self.augment = _combo(AUGMENTS, "Random changes to the training pictures so that the model learns what "
+                              "matters, not where or how bright. Stronger helps small datasets.")
+        self.preview = QPushButton("Preview...")
+        self.preview.setToolTip("Show how the chosen augmentation changes a training picture.")
+        self.smoothing = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=0.5, singleStep=0.05)
+        self.smoothing.setToolTip("Label smoothing: makes the model less over-confident. 0.1 is a good default.")
+        self.early = QSpinBox(minimum=0, maximum=100)
+        self.early.setSpecialValueText("Off")
+        self.early.setToolTip("End a phase after this many epochs without a better validation accuracy.")
+        self.precision = _combo(PRECISIONS, "Mixed precision trains faster with the same accuracy: on GPUs, and "
+                                "on CPUs that compute bfloat16 natively (with batches of 4 or more, validation "
+                                "staying in full precision).")
+        self.device = _combo(available_devices(), "Where to train. A GPU is much faster when there is one.")
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1)
+        self.seed.setToolTip("The same seed and settings give the same result on the CPU.")
+        augment_row = QHBoxLayout()
+        augment_row.addWidget(self.augment, 1)
+        augment_row.addWidget(self.preview)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Optimizer", self.optimizer)
+        form.addRow("Schedule", self.schedule)
+        form.addRow("Augmentation", augment_row)
+        form.addRow("Label smoothing", self.smoothing)
+        form.addRow("Early stopping (epochs)", self.early)
+        form.addRow("Precision", self.precision)
+        form.addRow("Device", self.device)
+        form.addRow("Seed", self.seed)
+        for w in (self.epochs, self.batch, self.early, self.seed):
+            w.valueChanged.connect(self.changed)
+        for w in (self.lr, self.smoothing):
+            w.valueChanged.connect(self.changed)
+        for w in (self.optimizer, self.schedule, self.augment, self.precision, self.device):
+            w.currentIndexChanged.connect(self.changed)
+
+    def load(self, config: RunConfig) -> None:
+        t = config.train
+        widgets = (self.epochs, self.lr, self.batch, self.smoothing, self.early, self.seed, self.optimizer,
+                   self.schedule, self.augment, self.precision, self.device)
+        for w in widgets:
+            w.blockSignals(True)
+        self.epochs.setValue(config.total_epochs)
+        self.lr.setValue(config.lr)
+        self.batch.setValue(t.batch_size)
+        self.smoothing.setValue(t.label_smoothing)
+        self.early.setValue(t.early_stopping)
+        self.seed.setValue(t.seed)
+        _select(self.optimizer, t.optimizer)
+        _select(self.schedule, t.schedule)
+        _select(self.augment, t.augment)
+        _select(self.precision, t.precision)
+        _select(self.device, t.device)
+        for w in widgets:
+            w.blockSignals(False)
+        # Explicit phases carry their own epochs and rates: edit those in the Layers step.
+        self.epochs.setEnabled(not config.phases)
+        self.lr.setEnabled(not config.phases)
+
+    def apply(self, config: RunConfig) -> RunConfig:
+        train = dataclasses.replace(
+            config.train, batch_size=self.batch.value(), optimizer=self.optimizer.currentData(),
+            schedule=self.schedule.currentData(), augment=self.augment.currentData(),
+            label_smoothing=round(self.smoothing.value(), 4), early_stopping=self.early.value(),
+            precision=self.precision.currentData(), device=self.device.currentData(), seed=self.seed.value())
+        if config.phases:
+            return dataclasses.replace(config, train=train)
+        return dataclasses.replace(config, epochs=self.epochs.value(), lr=self.lr.value(), train=train)
+
+
+class AugmentPreview(QDialog):
+    def __init__(self, path: str, augment: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from engine.data.preview import augmented_views
+
+        self.setWindowTitle("Augmentation preview")
+        grid = QGridLayout(self)
+        self.views = augmented_views(path, augment, n=8)
+        for i, array in enumerate(self.views):
+            h, w, _ = array.shape
+            image = QImage(array.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+            label = QLabel()
+            label.setPixmap(QPixmap.fromImage(image).scaled(160, 160, Qt.AspectRatioMode.KeepAspectRatio,
+                                                            Qt.TransformationMode.SmoothTransformation))
+            grid.addWidget(label, i // 4, i % 4)
+        grid.addWidget(QLabel(f"Eight random training views of {path.rsplit('/', 1)[-1]} with the "
+                              f"'{augment}' augmentation."), 2, 0, 1, 4)
+
+
+class TrainPanel(QWidget):
+    """The Train step. ``set_config`` gives it the project's configuration; ``configChanged`` reports edits."""
+
+    configChanged = Signal(object)
+    runFinished = Signal(object)  # RunResult
+
+    def __init__(self, parent: QWidget | None = None, controller: TrainingController | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller or TrainingController(self)
+        self.preloaded = training_modules_preloaded()  # set once the modules a run needs are imported
+        self.base_config: RunConfig | None = None
+        self.last_result: RunResult | None = None
+        self.run_dir: str | None = None
+        self.dataset = None  # the Data step's scan of the project's pictures, when there is one
+
+        self.settings = TrainSettings()
+        self.settings.changed.connect(self._settings_changed)
+        self.settings.preview.clicked.connect(self.show_preview)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setToolTip("Train with these settings. The run is saved in the project's runs folder.")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Pause between two batches; Resume continues exactly where it stopped.")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("End the run after the current batch. Everything trained so far is kept.")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button.clicked.connect(self.stop)
+        self.epoch_bar = QProgressBar()
+        self.epoch_bar.setFormat("Epoch: %p %")
+        self.epoch_bar.setValue(0)
+        self.epoch_bar.setToolTip("How far the current epoch (one pass over the training pictures) is.")
+        self.run_bar = QProgressBar()
+        self.run_bar.setFormat("Run: %v of %m epochs")
+        self.run_bar.setValue(0)
+        self.run_bar.setToolTip("Epochs finished out of all the epochs of the run (every phase together).")
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setPlaceholderText("Messages from the training appear here.")
+        self.plots = TrainingPlots()
+        self.history = RunHistory()
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        box = QGroupBox("Settings")
+        box_layout = QVBoxLayout(box)
+        box_layout.addWidget(self.settings)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(box)
+        left.setMinimumWidth(380)
+        left_layout.addWidget(scroll, 1)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.epoch_bar)
+        left_layout.addWidget(self.run_bar)
+        left_layout.addWidget(self.status)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.plots, "Live")
+        self.tabs.addTab(self.history, "Run history")
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.tabs)
+        right.addWidget(self.log)
+        right.setSizes([520, 140])
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(right)
+        self.splitter.setSizes([420, 800])
+        self.splitter.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.splitter)
+
+        self.history.resumeRequested.connect(self.resume_run)
+        self.controller.event.connect(self.on_event)
+        self.controller.finished.connect(self.on_finished)
+        self._update_buttons()
+
+    # --- configuration ----------------------------------------------------------------------------------------
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        preload_training_modules()  # the user is about to train: import what a run needs, in the background
+        super().showEvent(event)
+
+    def set_config(self, config: RunConfig) -> None:
+        self.base_config = config
+        self.settings.load(config)
+        if not self.running:
+            self.run_bar.setRange(0, max(1, config.total_epochs))
+        self.history.set_folder(config.out)
+        self._update_buttons()
+
+    def set_dataset(self, dataset) -> None:
+        """The Data step's scan (pictures checked, split drawn): a run started here trains on exactly it."""
+        self.dataset = dataset
+
+    def config(self) -> RunConfig | None:
+        return self.settings.apply(self.base_config) if self.base_config else None
+
+    def _settings_changed(self) -> None:
+        if self.base_config is not None:
+            self.base_config = self.config()
+            self.configChanged.emit(self.base_config)
+
+    # --- control ----------------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.controller.running
+
+    def start(self) -> None:
+        config = self.config()
+        if config is None or self.running:
+            return
+        self.plots.reset()
+        self.plots.start()
+        self.log.clear()
+        self.run_dir = None
+        self.last_result = None
+        self.epoch_bar.setValue(0)
+        self.run_bar.setRange(0, config.total_epochs)
+        self.run_bar.setValue(0)
+        self.status.setText("Starting: reading the pictures and preparing the model ...")
+        self.tabs.setCurrentWidget(self.plots)
+        dataset = self.dataset
+        if dataset is not None and Path(dataset.root).resolve() != Path(config.data.source).resolve():
+            dataset = None  # another folder than the one scanned: the engine scans it itself
+        self.controller.start(config, dataset)
+        self._update_buttons()
+
+    def resume_run(self, run_dir: str) -> None:
+        """Continue a stopped, failed or interrupted run from its checkpoint (the Run history's Resume button)."""
+        from engine.project import runs
+
+        if self.running:
+            return
+        self.plots.load_records(runs.read_metrics(run_dir))  # the epochs it has done; the rest come live
+        self.plots.start()
+        self.log.clear()
+        self.run_dir = run_dir
+        self.last_result = None
+        self.epoch_bar.setValue(0)
+        self.status.setText(f"Resuming {Path(run_dir).name} from its last checkpoint ...")
+        self.tabs.setCurrentWidget(self.plots)
+        self.controller.continue_run(run_dir)
+        self._update_buttons()
+
+    def toggle_pause(self) -> None:
+        if self.controller.paused:
+            self.controller.resume()
+            self.status.setText("Training ...")
+        else:
+            self.controller.pause()
+            self.status.setText("Paused after the current batch. Press Resume to continue.")
+        self._update_buttons()
+
+    def stop(self) -> None:
+        if self.running:
+            self.controller.stop()
+            self.status.setText("Stopping after the current batch ...")
+            self.stop_button.setEnabled(False)
+
+    def shutdown(self) -> None:
+        """Stop and wait for a run (the window is closing): the run is saved as 'stopped'."""
+        self.controller.shutdown()
+        self.plots.stop()
+
+    def _update_buttons(self) -> None:
+        running = self.running
+        self.start_button.setEnabled(not running and self.base_config is not None)
+        self.pause_button.setEnabled(running)
+        self.pause_button.setText("Resume" if self.controller.paused else "Pause")
+        self.stop_button.setEnabled(running)
+        self.settings.setEnabled(not running)
+        self.history.set_busy(running)
+
+    # --- engine events ----------------------------------------------------------------------------------------
+
+    def on_event(self, event) -> None:
+        self.plots.add_event(event)
+        if isinstance(event, ev.StepEnded):
+            self.epoch_bar.setValue(round(100 * event.step / event.steps))
+            if not self.controller.paused:
+                self.status.setText(f"Epoch {event.epoch}: step {event.step} of {event.steps}, "
+                                    f"loss {event.loss:.3f}")
+        elif isinstance(event, ev.EpochEnded):
+            self.run_bar.setValue(event.epoch)
+            self._log(f"Epoch {event.epoch} of {event.total_epochs} ({event.phase_name}): validation accuracy "
+                      f"{event.val_acc:.1%}, loss {event.val_loss:.3f}" + ("  - best so far" if event.is_best else ""))
+        elif isinstance(event, ev.RunStarted):
+            self.run_dir = event.run_dir
+            self.run_bar.setRange(0, event.total_epochs)
+            self.run_bar.setValue(event.epochs_done)
+            if event.resumed:
+                self._log(f"Resuming {event.run_dir} after {event.epochs_done} of {event.total_epochs} epochs.")
+            else:
+                self._log(f"Run folder: {event.run_dir}")
+        elif isinstance(event, ev.PhaseStarted):
+            self._log(f"Phase {event.index + 1} '{event.name}': {event.trainable_params:,} of "
+                      f"{event.total_params:,} parameters retrain.")
+        elif isinstance(event, ev.Log):
+            self._log(event.message, warning=event.level == "warning")
+
+    def on_finished(self, result: RunResult) -> None:
+        self.last_result = result
+        self.plots.stop()
+        if result.status == "failed":
+            self.status.setText(f"The run failed: {result.error}")
+            self._log(result.error or "The run failed.", warning=True)
+        else:
+            best = f"{result.best_val_acc:.1%} (epoch {result.best_epoch})" if result.best_val_acc is not None else "-"
+            word = "Finished" if result.status == "completed" else "Stopped"
+            self.status.setText(f"{word}. Best validation accuracy: {best}.")
+            self._log(f"{word} after {result.epochs_completed} epochs; best validation accuracy {best}.")
+        self.history.refresh()
+        self._update_buttons()
+        self.runFinished.emit(result)
+
+    def _log(self, text: str, warning: bool = False) -> None:
+        if warning:
+            self.log.appendHtml(f"<span style='color:#D55E00'>{html.escape(text)}</span>")
+        else:
+            self.log.appendPlainText(text)
+
+    # --- preview ----------------------------------------------------------------------------------------------
+
+    def show_preview(self) -> None:
+        from engine.data.scan import scan
+        from engine.errors import UserError
+        from engine.data.images import ImageError
+
+        if self.base_config is None:
+            return
+        try:
+            index = scan(self.base_config.data.source, verify=False)
+            sample = index.split("train")[0]
+            dialog = AugmentPreview(sample.path, self.settings.augment.currentData(), self)
+        except (UserError, ImageError, IndexError) as exc:
+            QMessageBox.information(self, "Augmentation preview", f"No preview: {exc or 'no training pictures'}")
+            return
+        dialog.open()
+
