@@ -269,7 +269,7 @@ def cmd_scan(args) -> int:
 def cmd_models(args) -> int:
     from engine.models import catalogue
 
-    names = [item.name for item in catalogue.search(args.filter)]  # the window's model picker reads the same list
+    names = catalogue.names(args.filter)  # the same catalogue as the window's model picker
     for name in names:
         print(name)
     timm_count = sum(n.startswith("timm:") for n in names)

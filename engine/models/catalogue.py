@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from engine.models import build as models
 from engine.errors import ModelError
+from engine.models import build as models
+from engine.models.weights import TORCH_BUILD_LOCK
 
 APP_NAME = "Transfer Studio"
 PARAM_CACHE_FILE = "param-counts.json"
@@ -152,6 +153,12 @@ def search(query: str = "", items: Iterable[ModelInfo] | None = None, *, source:
             continue
         result.append(item)
     return result
+
+
+def names(query: str = "") -> list[str]:
+    """The names (``timm:<name>``, then ``torchvision:<name>``) of the models ``search(query)`` finds: what
+    ``python main.py models QUERY`` lists."""
+    return [item.name for item in search(query)]
 
 
 def license_of(name: str, tag: str | None = None) -> str | None:
@@ -344,7 +351,7 @@ def meta_model(name: str):
 
     source, arch = models.split_name(name)
     models.check_name(name)
-    with models.TORCH_BUILD_LOCK, torch.device("meta"):  # see TORCH_BUILD_LOCK
+    with TORCH_BUILD_LOCK, torch.device("meta"):  # see TORCH_BUILD_LOCK
         if source == "timm":
             import timm
 

@@ -1,6 +1,6 @@
 """The app's model library: weight files the user imported, and the models trained in earlier runs.
 
-An imported file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``) is read safely (``engine.models.build.read_weight_file``:
+An imported file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``) is read safely (``engine.models.weights.read_weight_file``:
 pickles with ``weights_only=True``), checked against its architecture when that is known, and stored as
 ``.safetensors`` with a small JSON file beside it (architecture, original file, size), in
 ``user_data_dir("Transfer Studio")/models``. Every write is atomic. A previous run's model is its run folder's
@@ -68,7 +68,8 @@ def check_fits(architecture: str, state: dict, what: str) -> None:
     training (every tensor but the classifier's must match). The model is built on the meta device: no memory,
     no initialisation."""
     from engine.models.catalogue import meta_model
-    from engine.models.build import _find_head, load_weights, split_name
+    from engine.models.build import _find_head, split_name
+    from engine.models.weights import load_weights
 
     source, _ = split_name(architecture)
     try:
@@ -93,7 +94,7 @@ class ModelLibrary:
         """Copy a weight file into the library as ``.safetensors``. With ``architecture`` the weights must fit it;
         without, it is taken from a run folder's ``model.json`` beside the file when there is one. Importing the
         same file again returns the entry already there (with the architecture added when it was unknown)."""
-        from engine.models.build import read_weight_file
+        from engine.models.weights import read_weight_file
 
         source = Path(path).expanduser()
         state = read_weight_file(source)  # raises a sentence for a missing, unsafe or damaged file

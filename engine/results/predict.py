@@ -139,7 +139,8 @@ def load_run_model(path: str | os.PathLike, device: str = "auto") -> ModelBundle
                             "complete): train it again.")
     if not isinstance(classes, list) or len(classes) < 2 or not architecture or "data_config" not in info:
         raise UserError(f"{folder / runs.MODEL} is incomplete: train or export the model again.")
-    from engine.models.build import build_model, read_weight_file
+    from engine.models.build import build_model
+    from engine.models.weights import read_weight_file
 
     torch_device = resolve_device(device)
     built = build_model(architecture, "none", len(classes), allow_download=False)

@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 import engine.models.build as models
 from engine.errors import ModelError, UserError
 from engine.models.layers import HEAD, build_layer_tree
-from engine.models.build import build_model, catalogue, check_name, read_weight_file, split_name
+from engine.models.build import build_model, check_name, split_name
+from engine.models.catalogue import names as catalogue
+from engine.models.weights import read_weight_file
 
 NOT_ON_THIS_COMPUTER = "not on this computer"
 

@@ -21,7 +21,8 @@ from engine.project import runs
 from engine.config import RunConfig
 from engine.errors import ModelError, UserError
 from engine.project.library import ImportedWeights, ModelLibrary
-from engine.models.build import build_model, read_weight_file
+from engine.models.build import build_model
+from engine.models.weights import read_weight_file
 from engine.results.predict import load_run_model
 from engine.project.project import Project, open_project, safe_file_stem, save_project
 
