@@ -208,29 +208,25 @@ def cmd_train(args) -> int:
         config = None
     else:
         config = config_from_args(args)
-    stop = threading.Event()
+    if config is not None:
+        from engine.models.build import check_name
 
-    def on_interrupt(signum, frame):  # first Ctrl-C: stop cleanly after this batch; second: give up at once
-        if stop.is_set():
-            raise KeyboardInterrupt
-        print("\nStopping after this batch (press Ctrl-C again to abort) ...", file=sys.stderr, flush=True)
-        stop.set()
+        check_name(config.model.name)  # a mistyped name is told at once, before the pictures are scanned
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
+    def work(stop: threading.Event):
         if config is None:
-            result = resume(args.resume, ConsoleReporter(), stop, device=args.device, workers=args.workers)
-        else:
-            result = fit(config, ConsoleReporter(), stop)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+            return resume(args.resume, ConsoleReporter(), stop, device=args.device, workers=args.workers)
+        return fit(config, ConsoleReporter(), stop)
+
+    result = _with_stop(work, "Stopping after this batch")
     if result.status == "failed":
         print(f"error: {result.error}", file=sys.stderr)
         if result.run_dir:
-            print(f"failed after {result.epochs_completed} epochs: {result.run_dir}")
+            print(f"failed after {_plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
         return EXIT_FAILED
     best = f"{result.best_val_acc:.3f} at epoch {result.best_epoch}" if result.best_val_acc is not None else "none"
-    print(f"{result.status}: {result.epochs_completed} epochs, best validation accuracy {best}: {result.run_dir}")
+    print(f"{result.status}: {_plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
+          f"{result.run_dir}")
     return 0
 
 
@@ -261,7 +257,7 @@ def cmd_scan(args) -> int:
             print(line)
     sizes = " / ".join(f"{sum(counts[s].values())} {s}" for s in splits)
     unreadable = len(index.health.unreadable)
-    print(f"{len(index.classes)} classes, {sizes} pictures, {unreadable} unreadable",
+    print(f"{_plural(len(index.classes), 'class', 'classes')}, {sizes} pictures, {unreadable} unreadable",
           file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -273,10 +269,14 @@ def cmd_models(args) -> int:
     for name in names:
         print(name)
     timm_count = sum(n.startswith("timm:") for n in names)
-    noun = "model" if len(names) == 1 else "models"
-    print(f"{len(names)} {noun} ({timm_count} timm, {len(names) - timm_count} torchvision)"
+    print(f"{_plural(len(names), 'model')} ({timm_count} timm, {len(names) - timm_count} torchvision)"
           + (f" matching '{args.filter}'" if args.filter else ""), file=sys.stderr)
     return 0
+
+
+def _plural(n: int, noun: str, plural: str = "") -> str:
+    """'1 epoch', '2 epochs'; '1 class', '3 classes' with plural='classes'."""
+    return f"1 {noun}" if n == 1 else f"{n:,} {plural or noun + 's'}"
 
 
 # --- evaluate, predict, export ---------------------------------------------------------------------------------
@@ -294,14 +294,15 @@ def _end_progress() -> None:
         print(file=sys.stderr)
 
 
-def _with_stop(work):
-    """Run ``work(stop)`` with Ctrl-C setting the stop token (a second Ctrl-C aborts at once)."""
+def _with_stop(work, stopping: str = "Stopping"):
+    """Run ``work(stop)`` with the first Ctrl-C setting the stop token (the engine stops cleanly at its next check)
+    and a second one aborting at once. The one Ctrl-C handler of every command."""
     stop = threading.Event()
 
     def on_interrupt(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        print("\nStopping ... (press Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        print(f"\n{stopping} ... (press Ctrl-C again to abort)", file=sys.stderr, flush=True)
         stop.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
@@ -342,7 +343,7 @@ def cmd_evaluate(args) -> int:
                                                        for i, row in enumerate(split.confusion)], "    ")))
             mistakes = split.mistakes
             if mistakes:
-                print(f"  {len(mistakes)} mistakes, most confident first:")
+                print(f"  {_plural(len(mistakes), 'mistake')}, most confident first:")
                 for i in mistakes[:5]:
                     s = split.samples[i]
                     others = ", ".join(f"{classes[c]} {p:.2f}" for c, p in s.top[1:])
@@ -354,7 +355,7 @@ def cmd_evaluate(args) -> int:
             print(f"  calibration: expected calibration error {split.ece:.3f}; confidence -> accuracy: "
                   + ", ".join(f"{b.confidence:.2f}->{b.accuracy:.2f} ({b.count})" for b in bins))
             if split.unreadable:
-                print(f"  {len(split.unreadable)} pictures could not be read and were left out, e.g. "
+                print(f"  {_plural(len(split.unreadable), 'picture')} could not be read and were left out, e.g. "
                       f"{split.unreadable[0][0]}: {split.unreadable[0][1]}")
     summary = "; ".join(s.summary() for s in evaluation.splits.values())
     print(f"{summary}; written to {evaluation.path}", file=sys.stderr if args.json else sys.stdout)
@@ -389,7 +390,7 @@ def cmd_predict(args) -> int:
     if args.heatmaps:
         from engine.results.cam import overlay
         from engine.data.images import load_rgb
-        from engine.project.runs import atomic_write
+        from engine.files import atomic_write
 
         folder = Path(args.heatmaps).expanduser()
         try:
@@ -409,7 +410,7 @@ def cmd_predict(args) -> int:
             atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
             maps += 1
     failed = len(rows) - len(good)
-    line = f"{len(rows)} pictures: {len(good)} predicted, {failed} could not be read"
+    line = f"{_plural(len(rows), 'picture')}: {len(good)} predicted, {failed} could not be read"
     if args.csv:
         line += f"; CSV written to {csv_path}"
     if maps:

@@ -430,7 +430,7 @@ def main(argv=None) -> int:
 
 
 def write_doc(table: str, notes: list[str], load_before: str, load_after: str, args) -> None:
-    from engine.project.runs import atomic_write_text
+    from engine.files import atomic_write_text
 
     doc = f"""# Benchmark: Transfer Studio against the PyTorch tutorial
 

@@ -263,13 +263,13 @@ def load(path: str | os.PathLike) -> RunConfig:
     # Relative paths in a config file are relative to the file, so that a run folder can be moved.
     return dataclasses.replace(
         config,
-        data=dataclasses.replace(config.data, source=_resolve(config.data.source, path.parent)),
-        model=dataclasses.replace(config.model, weights=_resolve_weights(config.model.weights, path.parent)),
+        data=dataclasses.replace(config.data, source=resolve_path(config.data.source, path.parent)),
+        model=dataclasses.replace(config.model, weights=resolve_weights(config.model.weights, path.parent)),
     )
 
 
 def save(config: RunConfig, path: str | os.PathLike) -> None:
-    from engine.project.runs import atomic_write_text
+    from engine.files import atomic_write_text
 
     try:
         atomic_write_text(path, dumps(config))
@@ -277,12 +277,15 @@ def save(config: RunConfig, path: str | os.PathLike) -> None:
         raise ConfigError(f"The configuration could not be saved to {path} ({exc.strerror or exc}).") from None
 
 
-def _resolve(value: str, base: Path) -> str:
+def resolve_path(value: str, base: Path) -> str:
+    """``value`` as an absolute path, a relative one taken from ``base`` (the folder of the config or project file
+    that names it); an empty value stays empty."""
     if not value:
         return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _resolve_weights(value: str, base: Path) -> str:
-    return value if value in ("pretrained", "none") else _resolve(value, base)
+def resolve_weights(value: str, base: Path) -> str:
+    """A weight source with its file path resolved like ``resolve_path``; ``pretrained`` and ``none`` stay."""
+    return value if value in ("pretrained", "none") else resolve_path(value, base)

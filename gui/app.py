@@ -1,4 +1,7 @@
-"""The Qt application: ``run_app`` opens the main window (the welcome page, or the draft left by a crash)."""
+"""The Qt application: ``run_app`` opens the main window (the welcome page, or the draft left by a crash).
+
+From the start, an exception that nothing caught is shown as a sentence and logged in the data folder's ``logs/``
+(gui.support.errors); the main window then puts the log in its own data folder."""
 
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from engine.paths import user_data_dir
 from gui.main_window import APP_NAME, MainWindow
 from gui.settings import APPLICATION, ORGANIZATION
 from gui.style import app_icon
+from gui.support import errors
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
@@ -27,6 +32,7 @@ def open_main_window(argv: list[str] | None = None) -> MainWindow:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationDisplayName(APP_NAME)
     app.setWindowIcon(app_icon())
+    errors.install(user_data_dir() / "logs")  # until the window installs its own: a failure while it opens
     window = MainWindow()
     window.show()
     QTimer.singleShot(0, window.restore_draft)  # after the window is on screen, so the question has a parent
@@ -34,7 +40,14 @@ def open_main_window(argv: list[str] | None = None) -> MainWindow:
 
 
 def run_app(argv: list[str] | None = None) -> int:
-    window = open_main_window(argv)
+    try:
+        window = open_main_window(argv)
+    except Exception:  # noqa: BLE001 - the window could not open: say so in a box (closing it ends the app)
+        reporter = errors.current()
+        if reporter is None:
+            raise
+        reporter.report(*sys.exc_info())
+        return QApplication.instance().exec() or 1
     code = QApplication.instance().exec()
     del window
     return code

@@ -20,7 +20,8 @@ from PySide6.QtCore import QSettings, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QStackedWidget, QWidget
 
-from engine.project.demo import DEMO_NAME, open_demo_project, user_data_dir
+from engine.paths import user_data_dir
+from engine.project.demo import DEMO_NAME, open_demo_project
 from engine.errors import UserError
 from engine.project.project import PROJECT_SUFFIX, Project, discard_draft, new_project, open_project, read_draft, \
     safe_file_stem
@@ -30,7 +31,7 @@ from gui.steps.data.health import ATTENTION
 from gui.project import DraftKeeper, ProjectModel
 from gui.settings import (LAST_FOLDER_KEY, LAST_PROJECT_FOLDER_KEY, RecentProjects, default_settings, read_bytes,
                           read_str)
-from gui.support import gc_guard
+from gui.support import errors, gc_guard
 from gui.sidebar import Steps, StepState
 from gui.welcome import WelcomePage
 
@@ -45,6 +46,7 @@ class MainWindow(QMainWindow):
         gc_guard.install()  # Qt objects are only ever freed on this thread (see gui.support.gc_guard)
         self.settings = settings if settings is not None else default_settings()
         self.data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
+        self.errors = errors.install(self.data_dir / "logs", self)  # no exception reaches only the terminal
         self.recent = RecentProjects(self.settings)
         self.project = ProjectModel(self.data_dir, self)
         self.drafts = DraftKeeper(self.project, self.data_dir, self)

@@ -21,7 +21,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from engine.config import RunConfig
 from engine.data.scan import DatasetIndex
 from engine.errors import UserError
-from engine.project.project import Project, discard_draft, save_draft, save_project
+from engine.project.project import (Project, SavedProject, discard_draft, runs_to_adopt, save_draft,
+                                    save_project_and_runs)
 
 DRAFT_DELAY_MS = 2000  # write the draft this long after the last change (many quick changes: one write)
 
@@ -71,6 +72,22 @@ class ProjectModel(QObject):
     @property
     def is_dirty(self) -> bool:
         return self._dirty
+
+    @property
+    def runs_waiting(self) -> Path | None:
+        """The folder of runs that the next save moves beside the project file (kept in the app's data folder until
+        then); None when the project's runs are already where they stay."""
+        return runs_to_adopt(self._project, data_dir=self.data_dir) if self._project else None
+
+    def runs_note(self) -> str:
+        """A sentence on where the project's runs go, when that is not simply its runs folder."""
+        if self.runs_waiting is None:
+            return ""
+        if self.path is None:
+            return ("The project is not saved yet, so its runs are kept in the app's data folder; saving the project "
+                    "moves them into a runs folder beside the project file.")
+        return ("These runs were still being trained when the project was saved: save it again to move them into a "
+                "runs folder beside the project file.")
 
     # -- changing --------------------------------------------------------------------------------------------
 
@@ -122,20 +139,28 @@ class ProjectModel(QObject):
         self.dataset_changed.emit(index)
         self.changed.emit()
 
-    def save(self, path: str | os.PathLike | None = None) -> Project:
-        """Save to ``path`` (or the project's own file); raise ConfigError with a sentence when it fails."""
+    def save(self, path: str | os.PathLike | None = None, *, training: bool = False) -> SavedProject:
+        """Save to ``path`` (or the project's own file), moving the runs made before the first save beside it (not
+        while ``training`` a run of it); raise ConfigError with a sentence when it fails."""
         if self._project is None:
             raise RuntimeError("no project is open")
         target = path or self._project.path
         if target is None:
             raise RuntimeError("the project has no file yet: give a path")
         before = self._project.config
-        self._project = save_project(self._project, target, data_dir=self.data_dir)
-        if self._project.config != before:  # the first save moved the runs folder next to the file
+        saved = save_project_and_runs(self._project, target, data_dir=self.data_dir, training=training)
+        self._project = saved.project
+        if self._project.config != before:  # the first save moved the runs (and their folder) next to the file
             self.config_changed.emit(self._project.config)
-        self._set_dirty(False)
+        self._set_dirty(self.runs_waiting is not None and self.path is not None and bool(saved.notes))
         self.changed.emit()
-        return self._project
+        return saved
+
+    def mark_modified(self) -> None:
+        """Something the project holds changed outside its settings (e.g. a run that only a save keeps with it)."""
+        if self._project is not None:
+            self._set_dirty(True)
+            self.changed.emit()
 
     def _set_dirty(self, dirty: bool) -> None:
         if dirty != self._dirty:

@@ -65,30 +65,6 @@ STEPS = (
 )
 
 
-class PlaceholderPage(QWidget):
-    """What a step that is not built yet shows: its purpose and an honest 'not available yet'."""
-
-    def __init__(self, info: StepInfo, number: int) -> None:
-        super().__init__()
-        title = QLabel(f"<h2>{number}. {info.title}</h2>")
-        purpose = QLabel(info.purpose)
-        purpose.setWordWrap(True)
-        status = QLabel("This step is not available in this version of Transfer Studio yet. Everything it will do "
-                        "can already be done from the command line: <code>python main.py train --help</code>.")
-        status.setWordWrap(True)
-        status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        status.setEnabled(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(32, 24, 32, 24)
-        layout.addWidget(title)
-        layout.addWidget(purpose)
-        layout.addSpacing(12)
-        layout.addWidget(status)
-        layout.addStretch(1)
-        for label in (purpose, status):
-            label.setMaximumWidth(720)
-
-
 class _Banner(QFrame):
     """A line above a page: why the step cannot be used yet, or what needs attention."""
 
@@ -169,10 +145,10 @@ class Steps(QWidget):
             item.setSizeHint(QSize(180, 40))
             self.sidebar.addItem(item)
             self._items[info.key] = item
-            frame = _StepFrame(PlaceholderPage(info, number))
+            frame = _StepFrame(QWidget())  # the main window plugs every step's page in
             self._frames[info.key] = frame
             self.pages.addWidget(frame)
-            self.set_state(info.key, StepState.BLOCKED, "This step is not available in this version yet.")
+            self.set_state(info.key, StepState.BLOCKED, "Open pictures first.")  # until the window says otherwise
         self.sidebar.currentRowChanged.connect(self._on_row)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -12,7 +12,7 @@ Entries are keyed by (absolute path, working size, interpolation, modification t
 changed, replaced or touched gets a new key and is decoded again; the stale entry is never read and is removed by
 the size policy below.
 
-Where: ``platformdirs.user_cache_dir("Transfer Studio")/images``, or the folder in ``$TRANSFER_STUDIO_CACHE``.
+Where: ``engine.paths.user_cache_dir()/images``, or the folder in ``$TRANSFER_STUDIO_CACHE``.
 
 Size policy: the cache holds at most ``$TRANSFER_STUDIO_CACHE_MAX_MB`` megabytes (default 10 GiB) and always leaves
 1 GiB free on its disk. When a run starts (:meth:`ImageCache.prepare`), the least recently used entries that the
@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from engine.data.images import load_rgb
+from engine.paths import user_cache_dir
 
 __all__ = ["CACHE_ENV", "MAX_MB_ENV", "CachePlan", "ImageCache", "cache_root", "working_side"]
 
@@ -56,9 +57,7 @@ def cache_root() -> Path:
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("Transfer Studio")) / "images"
+    return user_cache_dir() / "images"
 
 
 def max_bytes_setting() -> int:
@@ -195,7 +194,7 @@ class ImageCache:
 
     def _write(self, key: str, image: Image.Image) -> None:
         entry = self.entry_path(key)
-        # Written by hand rather than with engine.project.runs.atomic_write: a cache entry needs no fsync (an entry cut
+        # Written by hand rather than with engine.files.atomic_write: a cache entry needs no fsync (an entry cut
         # short by a power cut fails its check when read and is decoded again), and fsync per picture is slow.
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from engine.data.images import ImageError, load_rgb
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet's usual evaluation recipe (resize 256, centre-crop 224), for weights that bring no config of their own.
+IMAGENET_DEFAULTS = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": IMAGENET_MEAN,
+                     "std": IMAGENET_STD, "crop_pct": 0.875, "crop_mode": "center"}
+
 if TYPE_CHECKING:
     from engine.data.cache import ImageCache
 

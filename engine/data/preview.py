@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from engine.data.images import load_rgb
-from engine.data.loaders import build_transforms
-from engine.models.build import IMAGENET_DEFAULTS
+from engine.data.loaders import IMAGENET_DEFAULTS, build_transforms
 
 
 def augmented_views(path: str, augment: str, n: int = 8, seed: int = 0,

@@ -44,7 +44,7 @@ FEW_PICTURES = 10  # fewer training pictures than this in a class -> "few-images
 GOOD_START = 20  # the number of pictures per class the advice recommends
 IMBALANCE_RATIO = 5.0  # largest / smallest training class at or above this -> "imbalance" advice
 
-_SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _HIDDEN_FOLDERS = frozenset({"__MACOSX"})  # resource forks left by macOS zip files
 _LISTED_PROBLEMS = 20  # HealthReport.lines() lists at most this many left-out files
 
@@ -136,7 +136,7 @@ class DatasetIndex:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Pictures per split and class, every split and class included (zeros too)."""
-        return _count(self.samples, self.classes)
+        return count_samples(self.samples, self.classes)
 
     def to_dict(self, with_samples: bool = False) -> dict[str, Any]:
         """JSON-serialisable summary (the samples themselves only when asked for)."""
@@ -214,7 +214,7 @@ def scan(
         raise DataError(_too_few_classes(root, listing, classes, problems))
     samples, split_source = _assign_splits(readable, classes, val_fraction, test_fraction, seed, split)
 
-    advice = _class_advice(_count(samples, classes), split_source)
+    advice = class_advice(count_samples(samples, classes), split_source)
     advice += [
         Advice("empty-class", f"Class '{name}' has no readable pictures and was left out.")
         for name in sorted(listing.class_names - set(classes))
@@ -291,7 +291,7 @@ def _list_folder(root: Path, stop: threading.Event | None) -> _Listing:
     folders, files, hidden = _children(root)
     split_folders: dict[str, Path] = {}
     for folder in folders:
-        split = _SPLIT_NAMES.get(folder.name.lower())
+        split = SPLIT_FOLDER_NAMES.get(folder.name.lower())
         if split is None:
             continue
         if split in split_folders:
@@ -418,7 +418,7 @@ def _list_csv(csv_path: Path) -> _Listing:
             continue
         split = None
         if split_col is not None:
-            split = _SPLIT_NAMES.get(cells[split_col].strip().lower())
+            split = SPLIT_FOLDER_NAMES.get(cells[split_col].strip().lower())
             if split is None:
                 listing.problems.append(
                     Problem(
@@ -493,14 +493,14 @@ def _assign_splits(
     return samples, "random"
 
 
-def _count(samples: Iterable[Sample], classes: list[str]) -> dict[str, dict[str, int]]:
+def count_samples(samples: Iterable[Sample], classes: list[str]) -> dict[str, dict[str, int]]:
     counts = {split: dict.fromkeys(classes, 0) for split in SPLITS}
     for sample in samples:
         counts[sample.split][classes[sample.label]] += 1
     return counts
 
 
-def _class_advice(counts: dict[str, dict[str, int]], split_source: str) -> list[Advice]:
+def class_advice(counts: dict[str, dict[str, int]], split_source: str) -> list[Advice]:
     train, val = counts["train"], counts["val"]
     advice = []
     for name, n in train.items():

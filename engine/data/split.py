@@ -1,8 +1,7 @@
 """Re-split a scanned dataset with other fractions or another seed, without decoding a single picture again.
 
 The result is exactly what ``engine.data.scan.scan`` gives for the same folder and settings (a test checks it), so what
-the browser shows is what training will use. Plain Python (no Qt): it belongs next to ``engine.data.scan.scan`` and can
-move there once that module offers a public re-split; until then it uses two of its private helpers.
+the browser shows is what training will use.
 """
 
 from __future__ import annotations
@@ -10,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from engine.data.scan import _SPLIT_NAMES as split_names  # noqa: PLC2701
-from engine.data.scan import DatasetIndex, Sample, scan, stratified_split
-from engine.data.scan import _class_advice as class_advice  # noqa: PLC2701  (see the module docstring)
-from engine.data.scan import _count as count_samples  # noqa: PLC2701
+from engine.data.scan import (SPLIT_FOLDER_NAMES, DatasetIndex, Sample, class_advice, count_samples, scan,
+                               stratified_split)
 
 # Advice that depends on the split; any other advice (unreadable files, empty classes, ...) is kept as it was.
 SPLIT_ADVICE = frozenset({"few-images", "missing-in-train", "imbalance", "no-validation", "missing-in-val"})
@@ -45,7 +42,7 @@ def _given(index: DatasetIndex, sample: Sample) -> str | None:
     if index.layout != "split-folders":
         return None
     first = Path(sample.path).relative_to(Path(index.root)).parts[0].lower()
-    return split_names.get(first, "train")
+    return SPLIT_FOLDER_NAMES.get(first, "train")
 
 
 def _resplit_folders(index: DatasetIndex, val_fraction: float, test_fraction: float, seed: int,

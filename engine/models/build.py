@@ -19,14 +19,10 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from engine.data.loaders import IMAGENET_DEFAULTS, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (used by callers)
 from engine.errors import ModelError
 from engine.models.weights import TORCH_BUILD_LOCK, load_weights, read_weight_file
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# ImageNet's usual evaluation recipe (resize 256, centre-crop 224), for weights that bring no config of their own.
-IMAGENET_DEFAULTS = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": IMAGENET_MEAN,
-                     "std": IMAGENET_STD, "crop_pct": 0.875, "crop_mode": "center"}
 # torchvision's classification models name their classifier one of these (checked in this order).
 TORCHVISION_HEADS = ("fc", "classifier", "heads", "head")
 

@@ -26,8 +26,8 @@ from typing import Callable, Iterable
 from engine.errors import ModelError
 from engine.models import build as models
 from engine.models.weights import TORCH_BUILD_LOCK
+from engine.paths import user_cache_dir
 
-APP_NAME = "Transfer Studio"
 PARAM_CACHE_FILE = "param-counts.json"
 SHIPPED_COUNTS = Path(__file__).resolve().parents[2] / "resources" / "param_counts.json"
 DOWNLOAD_CHUNK = 1 << 20  # bytes read between two progress reports and stop checks
@@ -203,9 +203,7 @@ def _timm_cfg(arch: str, tag: str | None) -> dict | None:
 
 
 def default_cache_dir() -> Path:
-    import platformdirs
-
-    return platformdirs.user_cache_path(APP_NAME, appauthor=False)
+    return user_cache_dir()
 
 
 def _versions_key() -> str:
@@ -261,7 +259,7 @@ class ParamCounts:
 
     def save(self) -> None:
         """Write the cache (atomically); a cache that cannot be written is only a lost speed-up."""
-        from engine.project.runs import atomic_write_json
+        from engine.files import atomic_write_json
 
         with self._lock:
             if not self._dirty:
@@ -339,7 +337,7 @@ def write_count_table(path: str | Path = SHIPPED_COUNTS, workers: int = 2) -> in
     names = [item.name for item in all_models()]
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         counts = dict(zip(names, pool.map(_count_here, names, chunksize=8)))
-    from engine.project.runs import atomic_write_json
+    from engine.files import atomic_write_json
 
     atomic_write_json(Path(path), {"versions": _versions_key(), "counts": dict(sorted(counts.items()))})
     return len(counts)
@@ -546,7 +544,7 @@ def download_url(url: str, target: str | Path, on_progress: ProgressCallback | N
 
     Written by hand because torch.hub.download_url_to_file reports progress only to a console bar and cannot be
     stopped; torchvision and timm then find the file in the same place (torch hub's checkpoints folder)."""
-    from engine.project.runs import atomic_write
+    from engine.files import atomic_write
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

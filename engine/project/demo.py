@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import UserError
+from engine.paths import user_data_dir
 
 __all__ = [
     "DEMO_CLASSES",
@@ -34,10 +35,8 @@ __all__ = [
     "open_demo_project",
     "ensure_demo_dataset",
     "make_patterns_dataset",
-    "user_data_dir",
 ]
 
-APP_FOLDER = "Transfer Studio"
 DEMO_NAME = "Patterns demo"
 DEMO_CLASSES = ("checks", "dots", "stripes")
 DEMO_PER_CLASS = 60
@@ -54,13 +53,6 @@ DEMO_MODEL = "timm:test_resnet"
 
 class DemoError(UserError):
     """The demo dataset cannot be made."""
-
-
-def user_data_dir() -> Path:
-    """The folder where Transfer Studio keeps its own files (the demo, drafts), e.g. ~/.local/share/Transfer Studio."""
-    from platformdirs import user_data_dir as _user_data_dir
-
-    return Path(_user_data_dir(APP_FOLDER, appauthor=False))
 
 
 def demo_folder(data_dir: str | os.PathLike | None = None) -> Path:

@@ -3,7 +3,7 @@
 An imported file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``) is read safely (``engine.models.weights.read_weight_file``:
 pickles with ``weights_only=True``), checked against its architecture when that is known, and stored as
 ``.safetensors`` with a small JSON file beside it (architecture, original file, size), in
-``user_data_dir("Transfer Studio")/models``. Every write is atomic. A previous run's model is its run folder's
+``engine.paths.user_data_dir()/models``. Every write is atomic. A previous run's model is its run folder's
 ``best.safetensors``, with the architecture and classes from the run folder's own files.
 """
 
@@ -19,10 +19,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import files
 from engine.project import runs
 from engine.errors import ModelError
+from engine.paths import user_data_dir
 
-APP_NAME = "Transfer Studio"
 LIBRARY_FOLDER = "models"
 HASH_CHUNK = 1 << 20
 
@@ -58,9 +59,7 @@ class TrainedModel:
 
 
 def default_library_dir() -> Path:
-    import platformdirs
-
-    return platformdirs.user_data_path(APP_NAME, appauthor=False) / LIBRARY_FOLDER
+    return user_data_dir() / LIBRARY_FOLDER
 
 
 def check_fits(architecture: str, state: dict, what: str) -> None:
@@ -158,7 +157,7 @@ class ModelLibrary:
             return False
 
     def _write_entry(self, entry: ImportedWeights) -> None:
-        runs.atomic_write_json(Path(entry.path).with_suffix(".json"), dataclasses.asdict(entry))
+        files.atomic_write_json(Path(entry.path).with_suffix(".json"), dataclasses.asdict(entry))
 
 
 def _save_safetensors(state: dict, target: Path, architecture: str | None) -> None:
@@ -167,7 +166,7 @@ def _save_safetensors(state: dict, target: Path, architecture: str | None) -> No
     # safetensors refuses tensors that share memory (tied weights) or are views: store each as its own copy.
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     metadata = {"architecture": architecture} if architecture else None
-    runs.atomic_write(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    files.atomic_write(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _sha256(path: Path) -> str:

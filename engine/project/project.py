@@ -18,22 +18,32 @@ Safety: a project file may come from someone else, so the one folder it makes th
 folders) must lie inside the project's own folder or inside Transfer Studio's data folder; anything else is replaced
 by ``runs`` beside the project file, and the project says so in ``OpenedProject.notes``.
 
+Runs belong to their project: a project not yet saved keeps its runs in a folder of its own in the app's data
+folder (``<data folder>/unsaved-runs/<name>-<time>-<id>``, never shared with another project); saving it for the first
+time moves them into ``runs`` beside the project file (``save_project_and_runs``). When they cannot be moved (a run
+is training, a disk error) they stay where they were, the saved project keeps listing them from there, and the next
+save tries again.
+
 Drafts: while a project has unsaved changes the window writes it to ``<data folder>/drafts/draft.tsproj`` every few
 seconds; after a crash the next start finds the draft and offers to restore it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import secrets
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 import tomli_w
 
-from engine.config import DataConfig, ModelConfig, RunConfig, from_dict, to_dict, toml_problem
+from engine.config import (DataConfig, ModelConfig, RunConfig, from_dict, resolve_path, resolve_weights,
+                           to_dict, toml_problem)
 from engine.errors import ConfigError
+from engine.paths import user_data_dir
 
 __all__ = [
     "DRAFT_NAME",
@@ -43,6 +53,7 @@ __all__ = [
     "Draft",
     "OpenedProject",
     "Project",
+    "SavedProject",
     "discard_draft",
     "draft_path",
     "dumps_project",
@@ -51,15 +62,19 @@ __all__ = [
     "new_project",
     "open_project",
     "read_draft",
+    "runs_to_adopt",
     "safe_file_stem",
     "save_draft",
     "save_project",
+    "save_project_and_runs",
+    "unsaved_runs_root",
 ]
 
 PROJECT_FORMAT = "transfer-studio-project"
 PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".tsproj"
 RUNS_FOLDER = "runs"
+UNSAVED_RUNS = "unsaved-runs"  # in the data folder: one folder for the runs of each project not yet saved
 DRAFT_NAME = "draft" + PROJECT_SUFFIX
 UNTITLED = "Untitled project"
 
@@ -92,6 +107,13 @@ class OpenedProject:
 
 
 @dataclass(frozen=True)
+class SavedProject:
+    project: Project
+    moved: tuple[str, ...] = ()  # the run folders moved beside the project file, in their new place
+    notes: tuple[str, ...] = ()  # sentences for the user: why the runs stayed where they were
+
+
+@dataclass(frozen=True)
 class Draft:
     project: Project  # its ``path`` is the file it was opened from (None for a project never saved)
     saved_at: float  # seconds since the epoch
@@ -102,25 +124,39 @@ class Draft:
 
 def new_project(dataset: str | os.PathLike = "", *, name: str = "", data_dir: str | os.PathLike | None = None,
                 config: RunConfig | None = None) -> Project:
-    """A project not yet saved: named after its dataset's folder, its runs going to the app's data folder until it
-    is saved (then to ``runs`` beside the project file)."""
+    """A project not yet saved: named after its dataset's folder, its runs going to a new folder of its own in the
+    app's data folder until it is saved (then they move to ``runs`` beside the project file)."""
     dataset = str(Path(dataset).expanduser().resolve()) if str(dataset) else ""
+    label = (Path(dataset).stem if Path(dataset).suffix.lower() == ".csv" else Path(dataset).name) if dataset else ""
+    name = name or label or UNTITLED
     base = config or RunConfig(data=DataConfig(), model=ModelConfig())
     base = dataclasses.replace(base, data=dataclasses.replace(base.data, source=dataset),
-                               out=str(_untitled_runs(data_dir)))
-    label = (Path(dataset).stem if Path(dataset).suffix.lower() == ".csv" else Path(dataset).name) if dataset else ""
-    return Project(name=name or label or UNTITLED, config=base, path=None)
+                               out=str(_new_unsaved_runs(data_dir, name)))
+    return Project(name=name, config=base, path=None)
 
 
-def _untitled_runs(data_dir: str | os.PathLike | None) -> Path:
-    return _data_dir(data_dir) / RUNS_FOLDER
+def unsaved_runs_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the runs folders of the projects not yet saved."""
+    return _data_dir(data_dir) / UNSAVED_RUNS
+
+
+def _new_unsaved_runs(data_dir: str | os.PathLike | None, name: str) -> Path:
+    label = safe_file_stem(name).replace(" ", "-")[:40]
+    return unsaved_runs_root(data_dir) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def runs_to_adopt(project: Project, *, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder whose runs the next save moves beside the project file: the runs folder of a project not yet saved
+    (or of one whose runs could not be moved when it was saved); None when the runs are already where they stay."""
+    out = project.config.out
+    if out and _inside(Path(out), unsaved_runs_root(data_dir)):
+        return Path(out).expanduser().resolve()
+    return None
 
 
 def _data_dir(data_dir: str | os.PathLike | None) -> Path:
     if data_dir is not None:
         return Path(data_dir).resolve()
-    from engine.project.demo import user_data_dir
-
     return user_data_dir().resolve()
 
 
@@ -146,25 +182,87 @@ def dumps_project(project: Project, path: str | os.PathLike | None = None) -> st
 
 def save_project(project: Project, path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None
                  ) -> Project:
-    """Write the project to ``path`` atomically and return it with its new path.
+    """Write the project to ``path`` atomically and return it with its new path (see ``save_project_and_runs``)."""
+    return save_project_and_runs(project, path, data_dir=data_dir).project
 
-    A project saved for the first time sends its runs to ``runs`` beside the file, unless it already named a folder.
+
+def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                          training: bool = False) -> SavedProject:
+    """Write the project to ``path`` atomically, taking along the runs it made before it was first saved.
+
+    The runs of a project not yet saved (``runs_to_adopt``) move into ``runs`` beside the file (or ``<name>-runs``
+    when ``runs`` already holds something), each run folder atomically, all of them or none, and the project then
+    sends its runs there. When one is training right now (or the caller is starting or training a run there:
+    ``training``), or one cannot be moved, every run stays where it was, the saved project keeps its runs folder,
+    ``notes`` says so, and the next save tries again. A failed save raises ConfigError and leaves the runs where they
+    were.
     """
-    from engine.project.runs import atomic_write_text
+    from engine.files import atomic_write_text
+    from engine.project import runs
 
     path = Path(path).expanduser().resolve()
     if path.suffix.lower() != PROJECT_SUFFIX:
         path = path.with_name(path.name + PROJECT_SUFFIX)
     config = project.config
-    if project.path is None and _same(config.out, _untitled_runs(data_dir)):
-        config = dataclasses.replace(config, out=str(path.parent / RUNS_FOLDER))
+    source = runs_to_adopt(project, data_dir=data_dir)
+    moved: dict[str, str] = {}
+    notes = []
+    if source is not None:
+        target = _runs_folder_beside(path)
+        later = (f"so the runs of this project stay in {source} for now (the project lists them from there): save "
+                 f"the project again after the run has ended to move them into {target}.")
+        try:
+            if training:
+                raise runs.RunBusyError("A run of this project is being trained.")
+            moved = runs.move_runs(source, target)
+        except runs.RunBusyError as exc:
+            notes.append(f"{str(exc).removesuffix('.')}, {later}")
+        except runs.RunFolderError as exc:
+            notes.append(f"The runs could not be moved beside the project file: {_lower_first(str(exc))} They stay "
+                         f"in {source}, and the project lists them from there; saving it again tries once more.")
+        else:
+            config = dataclasses.replace(config, out=str(target),
+                                         model=dataclasses.replace(config.model,
+                                                                   weights=_moved(config.model.weights, moved)))
     saved = dataclasses.replace(project, config=config, path=str(path))
     try:
         atomic_write_text(path, dumps_project(saved, path))
     except OSError as exc:
-        raise ConfigError(f"The project could not be saved to {path} ({exc.strerror or exc}): "
-                          "choose another folder.") from None
-    return saved
+        message = f"The project could not be saved to {path} ({exc.strerror or exc}): choose another folder."
+        stranded = runs.move_runs_back(moved)
+        if stranded:
+            message += f" Its runs are in {Path(stranded[0]).parent}."
+        elif moved:
+            with contextlib.suppress(OSError):
+                Path(next(iter(moved.values()))).parent.rmdir()  # the runs folder made for them, empty again
+        raise ConfigError(message) from None
+    return SavedProject(saved, tuple(moved.values()), tuple(notes))
+
+
+def _runs_folder_beside(path: Path) -> Path:
+    """Where a project saved at ``path`` keeps its runs: ``runs`` beside it, unless that folder already holds
+    something (another project's runs), then ``<name>-runs``."""
+    def free(folder: Path) -> bool:
+        try:
+            return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+        except OSError:
+            return False
+
+    name, i = f"{path.stem}-{RUNS_FOLDER}", 2
+    for candidate in (path.parent / RUNS_FOLDER, path.parent / name):
+        if free(candidate):
+            return candidate
+    while not free(path.parent / f"{name}-{i}"):
+        i += 1
+    return path.parent / f"{name}-{i}"
+
+
+def _moved(weights: str, moved: dict[str, str]) -> str:
+    """A weight file inside a run that moved, in its new place."""
+    for old, new in moved.items():
+        if weights not in ("pretrained", "none") and _inside(Path(weights), Path(old)):
+            return str(Path(new) / Path(weights).resolve().relative_to(Path(old).resolve()))
+    return weights
 
 
 def open_project(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> OpenedProject:
@@ -239,11 +337,9 @@ def load_run_config(path: str | os.PathLike, *, data_dir: str | os.PathLike | No
 def _resolve_paths(config: RunConfig, folder: Path, data_dir: str | os.PathLike | None
                    ) -> tuple[RunConfig, tuple[str, ...]]:
     notes = []
-    source = _absolute(config.data.source, folder)
-    weights = config.model.weights
-    if weights not in ("pretrained", "none"):
-        weights = _absolute(weights, folder)
-    out = _absolute(config.out or RUNS_FOLDER, folder)
+    source = resolve_path(config.data.source, folder)
+    weights = resolve_weights(config.model.weights, folder)
+    out = resolve_path(config.out or RUNS_FOLDER, folder)
     allowed = [folder.resolve(), _data_dir(data_dir)]
     if not any(_inside(Path(out), root) for root in allowed):
         safe = str(folder / RUNS_FOLDER)
@@ -270,7 +366,7 @@ def draft_path(data_dir: str | os.PathLike | None = None) -> Path:
 
 def save_draft(project: Project, *, data_dir: str | os.PathLike | None = None) -> Path:
     """Write the unsaved state of ``project`` where the next start will find it (atomically)."""
-    from engine.project.runs import atomic_write_text
+    from engine.files import atomic_write_text
 
     target = draft_path(data_dir)
     document = tomllib.loads(dumps_project(project))  # absolute paths: the draft lives in another folder
@@ -327,23 +423,12 @@ def _relative_weights(value: str, base: Path | None) -> str:
     return value if value in ("pretrained", "none") else _relative(value, base)
 
 
-def _absolute(value: str, folder: Path) -> str:
-    if not value:
-        return value
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (folder / p).resolve())
-
-
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:
         return False
     return True
-
-
-def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    return bool(str(a)) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def _lower_first(text: str) -> str:

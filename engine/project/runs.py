@@ -1,4 +1,4 @@
-"""Run folders: what a run writes so that it can be inspected and repeated, and atomic file writes.
+"""Run folders: what a run writes so that it can be inspected and repeated.
 
 A run folder holds
     config.toml       the fully resolved RunConfig (``python main.py train RUN/config.toml`` repeats the run)
@@ -21,13 +21,13 @@ import errno
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from engine.errors import UserError
+from engine.files import atomic_write_text
 
 CONFIG = "config.toml"
 LABELS = "labels.json"
@@ -42,38 +42,6 @@ CHECKPOINT_BASE = "checkpoint-base.pt"  # the weights a phase does not train, sa
 LOCK = ".lock"  # held (flock) by the process training the run, so that a second one cannot resume it meanwhile
 FULL_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp_path)`` into a temporary file beside ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never half of one; a failure leaves the old file untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual permissions
-        write(tmp_path)
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line and flush it to disk (an epoch's line survives a crash right after it)."""
     with open(path, "a", encoding="utf-8") as f:
@@ -240,3 +208,107 @@ def list_runs(out: str | os.PathLike) -> list[RunInfo]:
             model=summary.get("model", ""),
         ))
     return runs
+
+
+# --- moving runs (a project saved for the first time takes its runs with it) -----------------------------------
+
+
+class RunMoveError(RunFolderError):
+    """Runs that could not be moved; every run is left (or put back) where it was, unless ``stranded`` names some."""
+
+    def __init__(self, message: str, stranded: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.stranded = stranded  # runs already moved that could not be put back (they are whole where they went)
+
+
+def move_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str, str]:
+    """Move every run folder of ``source`` into ``target`` (made when missing, in an existing folder): all of them,
+    or none.
+
+    Each run moves atomically: renamed on the same disk; across disks copied under a hidden name, renamed into place
+    once whole, and only then removed from ``source``. A run keeps its name unless ``target`` already has one of that
+    name (then ``-2``, ``-3``, ... is added). Each run's lock is held while it moves, so no process can start
+    resuming it meanwhile. Returns {old folder: new folder}, and removes ``source`` once it is empty.
+
+    Raises RunBusyError, naming the run, when one is training right now (nothing is moved), and RunMoveError with a
+    sentence when one cannot be moved (the runs moved until then are put back).
+    """
+    source, target = Path(source), Path(target)
+    if not source.is_dir():
+        return {}
+    folders = sorted(p for p in source.iterdir() if (p / CONFIG).is_file())
+    moved: dict[str, str] = {}
+    with contextlib.ExitStack() as locks:
+        for folder in folders:
+            try:
+                locks.enter_context(run_lock(folder))
+            except RunBusyError:
+                raise RunBusyError(f"The run {folder.name} is still training.") from None
+        if folders:
+            try:
+                target.mkdir(exist_ok=True)  # its parent must exist: nothing is made in a folder that is not
+            except OSError as exc:
+                raise RunMoveError(f"The folder {target} cannot be created ({exc.strerror or exc}).") from None
+        for folder in folders:
+            destination = _free_name(target, folder.name)
+            try:
+                _move_folder(folder, destination)
+            except OSError as exc:
+                stranded = move_runs_back(moved)
+                message = f"The run {folder.name} could not be moved into {target} ({exc.strerror or exc})."
+                if stranded:
+                    message += (f" {len(stranded)} run{'s' if len(stranded) > 1 else ''} already moved could not "
+                                f"be put back and {'are' if len(stranded) > 1 else 'is'} whole in {target}: "
+                                + ", ".join(Path(p).name for p in stranded) + ".")
+                with contextlib.suppress(OSError):
+                    target.rmdir()  # when it is empty again
+                raise RunMoveError(message, tuple(stranded)) from None
+            moved[str(folder)] = str(destination)
+    with contextlib.suppress(OSError):
+        source.rmdir()  # only when empty: anything else in it stays
+    return moved
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    candidate, i = folder / name, 1
+    while candidate.exists():
+        i += 1
+        candidate = folder / f"{name}-{i}"
+    return candidate
+
+
+def _move_folder(source: Path, destination: Path) -> None:
+    """Rename ``source`` to ``destination`` (which must not exist); across disks copy it whole first."""
+    import shutil
+    import uuid
+
+    try:
+        os.rename(source, destination)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = destination.with_name(f".{destination.name}.moving-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copytree(source, partial, symlinks=True)
+        for root, _dirs, files in os.walk(partial):  # on disk before the original goes
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    os.fsync(f.fileno())
+        os.rename(partial, destination)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(source, ignore_errors=True)  # the run is whole in its new place
+
+
+def move_runs_back(moved: dict[str, str]) -> list[str]:
+    """Undo ``move_runs``: move the runs of ``moved`` ({old folder: new folder}) back; the ones that could not be."""
+    stranded = []
+    for old, new in reversed(list(moved.items())):
+        try:
+            Path(old).parent.mkdir(parents=True, exist_ok=True)  # move_runs removed it once empty
+            _move_folder(Path(new), Path(old))
+        except OSError:
+            stranded.append(new)
+    return stranded

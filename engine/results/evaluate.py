@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine import files
 from engine.project import runs
 from engine.errors import UserError
 
@@ -306,7 +307,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     evaluation = Evaluation(str(folder), bundle.architecture, bundle.classes, source, results, bundle.device,
                             time.monotonic() - began, time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
-        runs.atomic_write_json(folder / EVALUATION, evaluation.to_dict())
+        files.atomic_write_json(folder / EVALUATION, evaluation.to_dict())
     except OSError as exc:
         raise UserError(f"{folder / EVALUATION} cannot be written ({exc.strerror or exc}): check that the run "
                         "folder is writable and the disk is not full.") from None

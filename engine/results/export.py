@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine import files
 from engine.project import runs
 from engine.errors import UserError
 from engine.results.predict import BUNDLE_WEIGHTS, ModelBundle, Stopped, load_run_model
@@ -123,9 +124,9 @@ def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference
                     bundle.model, (example,), None, dynamo=True, input_names=[ONNX_INPUT],
                     output_names=[ONNX_OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                     verbose=False)
-                runs.atomic_write(path, lambda tmp: program.save(str(tmp), external_data=False))
+                files.atomic_write(path, lambda tmp: program.save(str(tmp), external_data=False))
             except Exception:  # models torch.export cannot capture: the older TorchScript-based exporter
-                runs.atomic_write(path, lambda tmp: torch.onnx.export(
+                files.atomic_write(path, lambda tmp: torch.onnx.export(
                     bundle.model, (example,), str(tmp), dynamo=False, input_names=[ONNX_INPUT],
                     output_names=[ONNX_OUTPUT], dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
                     opset_version=18))
@@ -149,7 +150,7 @@ def _export_torchscript(bundle: ModelBundle, out: Path, inputs: torch.Tensor, re
         with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export, but still the format
             warnings.simplefilter("ignore")  # most C++ and mobile runtimes load
             traced = torch.jit.trace(bundle.model, inputs[:2], check_trace=False)
-            runs.atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+            files.atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
             loaded = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise UserError(f"The model could not be exported to TorchScript ({_first_line(exc)}); the bundle and "
@@ -201,7 +202,7 @@ def _write_metadata(bundle: ModelBundle, out: Path, checks: dict) -> None:
         "onnx": {"input": ONNX_INPUT, "output": ONNX_OUTPUT, "layout": "NCHW float32, dynamic batch"},
         "checks": all_checks, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    runs.atomic_write_json(out / runs.MODEL, meta)
+    files.atomic_write_json(out / runs.MODEL, meta)
 
 
 def _license(info: dict) -> str | None:
@@ -363,10 +364,10 @@ def export_run(run_dir: str | os.PathLike, format: str, out: str | os.PathLike |
     check = {"pictures": count, "max_abs_diff_logits": logits_diff, "max_abs_diff_probs": probs_diff}
     _write_metadata(bundle, out_dir, {format: check})
     checks = _read(out_dir / runs.MODEL, {}).get("checks", {})
-    runs.atomic_write_text(out_dir / CARD, model_card(run, checks))
+    files.atomic_write_text(out_dir / CARD, model_card(run, checks))
     progress(4)
     path = out_dir / FILES[format]
-    files = tuple(str(out_dir / name) for name in (FILES[format], runs.MODEL, CARD))
-    for name in files:
+    written = tuple(str(out_dir / name) for name in (FILES[format], runs.MODEL, CARD))
+    for name in written:
         _shareable(name)
-    return ExportResult(format, str(path), str(out_dir), files, count, logits_diff, probs_diff)
+    return ExportResult(format, str(path), str(out_dir), written, count, logits_diff, probs_diff)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from engine import files
 from engine.project import runs
 from engine.errors import ModelError, UserError
 from engine.data.images import ImageError, is_image_path, load_rgb
@@ -181,9 +182,9 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | No
 
 
 def _walk(folder: Path):
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    for root, dirs, names in os.walk(folder, followlinks=False):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
-        for name in files:
+        for name in names:
             if is_image_path(name):
                 yield Path(root) / name
 
@@ -283,7 +284,7 @@ def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k:
         row.append(p.error or "")
         writer.writerow(row)
     try:
-        runs.atomic_write_text(path, buffer.getvalue())
+        files.atomic_write_text(path, buffer.getvalue())
     except OSError as exc:
         raise UserError(f"The CSV file {path} cannot be written ({exc.strerror or exc}): choose another place."
                         ) from None

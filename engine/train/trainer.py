@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
+from engine import files
 from engine.project import runs
 from engine.train import fastpath as feats
 from engine.data.cache import ImageCache
@@ -182,13 +183,13 @@ def save_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
     state = state_dict_for_saving(model)
-    runs.atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    files.atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """A checkpoint as a torch file of tensors, numbers, strings, lists and dicts only: ``torch.load(path,
     weights_only=True)`` reads it back, without running any code from the file."""
-    runs.atomic_write(path, lambda tmp: torch.save(state, tmp))
+    files.atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -905,14 +906,14 @@ class Trainer:
         self._held.enter_context(runs.run_lock(d))
 
         def write():
-            runs.atomic_write_text(d / runs.CONFIG, dumps(config))
-            runs.atomic_write_json(d / runs.LABELS, list(dataset.classes))
-            runs.atomic_write_json(d / runs.DATASET, {
+            files.atomic_write_text(d / runs.CONFIG, dumps(config))
+            files.atomic_write_json(d / runs.LABELS, list(dataset.classes))
+            files.atomic_write_json(d / runs.DATASET, {
                 "root": dataset.root, "layout": dataset.layout, "split_source": dataset.split_source,
                 "classes": list(dataset.classes), "counts": dataset.counts(),
                 "samples": [{"path": s.path, "label": s.label, "split": s.split} for s in dataset.samples],
                 "health": dataset.health.to_dict()})
-            runs.atomic_write_json(d / runs.MODEL, {
+            files.atomic_write_json(d / runs.MODEL, {
                 "model": config.model.name, "weights": config.model.weights, "weights_note": built.weights_note,
                 "license": built.license, "head": built.head, "num_classes": len(dataset.classes),
                 "data_config": built.data_config,
@@ -924,7 +925,7 @@ class Trainer:
         self._write("the run's settings", write)
 
     def _write_summary(self, status: str, error: str | None) -> None:
-        runs.atomic_write_json(self.run_dir / runs.SUMMARY, {
+        files.atomic_write_json(self.run_dir / runs.SUMMARY, {
             "status": status, "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
             "epochs_completed": self.epochs_completed, "error": error,
             "seconds": round(self._seconds(), 2), **self.summary_extra})

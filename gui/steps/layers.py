@@ -36,6 +36,7 @@ from engine.config import Phase, RunConfig
 from engine.errors import ConfigError
 from engine.train.strategies import check_phase, resolve_phases
 from engine.models.layers import HEAD, LayerNode, LayerTree, ModuleTree
+from gui.widgets.format import format_count
 
 # Okabe-Ito colours (colour-blind safe): what retrains, and what is kept as it is.
 TRAIN_COLOUR = QColor("#E69F00")  # orange
@@ -61,14 +62,6 @@ BN_CHOICES = (("frozen", "Keep the pretrained statistics"), ("train", "Update th
 NAME, TYPE, PARAMS, RETRAIN, LR, BN = range(6)
 COLUMNS = ("Layer", "Type", "Parameters", "Retrain", "Learning rate \u00d7", "BatchNorm statistics")
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # a row's node key ("stage:layer1", "layer1.0.conv1", ...)
-
-
-def format_count(n: int) -> str:
-    """Parameter counts as people read them: 512, 0.9 K, 1.2 M, 1.1 G."""
-    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if n >= size * 0.95 or (unit == "K" and n >= 1000):
-            return f"{n / size:.1f} {unit}"
-    return str(n)
 
 
 def format_share(part: int, total: int) -> str:
@@ -508,14 +501,16 @@ class LayerEditor(QWidget):
     - ``set_model(tree, modules, title="")`` with an ``engine.models.layers.LayerTree`` and ``ModuleTree`` built off the
       GUI thread; or ``open_model(name, weights, num_classes)``, which builds them on a background thread while the
       editor shows progress; or ``set_build_result(result)`` with a ``gui.support.model_builder.BuildResult``.
+      The build is a job of ``jobs`` (the window's lane for this step), or of the editor's own job service.
     - ``planChanged(phases, strategy)`` after every change; ``phases()``, ``strategy()``, ``problem()`` (a
       sentence when the plan cannot train, else None) and ``apply_to(config) -> RunConfig``.
     """
 
     planChanged = Signal(tuple, str)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, jobs=None) -> None:
         super().__init__(parent)
+        self._jobs = jobs  # a gui.support.jobs.Jobs, or None
         self._config = RunConfig()
         self._tree: LayerTree | None = None
         self._modules: ModuleTree | None = None
@@ -710,7 +705,7 @@ class LayerEditor(QWidget):
         from gui.support.model_builder import ModelBuilder
 
         if self._builder is None:
-            self._builder = ModelBuilder(self)
+            self._builder = ModelBuilder(self, jobs=self._jobs)
             self._builder.progress.connect(self._build_progress)
             self._builder.built.connect(self.set_build_result)
             self._builder.failed.connect(self._build_failed)

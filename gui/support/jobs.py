@@ -1,11 +1,24 @@
-"""Background work for the Evaluate and Predict & Export steps: evaluation, predictions, heat maps and exports run on
-a small thread pool, never on the GUI thread, and each can be cancelled.
+"""The one job service for the window's background work: scans, thumbnails, building and downloading models, the
+catalogue and its parameter counts, evaluation, predictions, heat maps, exports (the training run alone has its own
+thread, ``gui.steps.train.worker``). Nothing of it runs on the GUI thread, and all of it keeps the same contract:
 
-``Jobs.start(kind, function, on_done, ...)`` runs ``function(on_progress, stop)`` on the pool; its result, its
-failure sentence or its progress come back to the callbacks on the GUI thread. Starting a job of a kind that is
-already running cancels the older one (a newer heat map replaces the one still being computed), and a cancelled
-job's late result is dropped. ``shutdown()`` sets every stop token and waits for the pool (the engine checks its
-token once per batch).
+- ``Jobs.start(kind, work, on_done, ...)`` runs ``work(progress, stop)`` on a pool thread. The work reports through
+  ``progress``: ``progress(done, total)`` for a bar (at most ~20 reports a second reach the window, the first and the
+  last always), ``progress.say(text)`` for what it is doing, in words, and ``progress.send(value)`` for a part of the
+  result that is shown before the job ends (a thumbnail, a parameter count). Each comes back to its callback on the
+  GUI thread, followed by exactly one of the result (``on_done``), a failure sentence (``on_error``) or the news that
+  it stopped (``on_cancel``).
+- Cancel: starting a job of a kind that is running cancels the older one (a newer heat map replaces the one still
+  being made), and so does ``cancel(kind)``. Both set the job's stop token, which the engine checks at least once per
+  picture or batch; nothing of a cancelled job reaches its callbacks any more. Jobs started with ``kind=None`` run
+  side by side (the thumbnail decoders) and are cancelled only by ``shutdown()``.
+- Errors are sentences: a ``UserError`` is the engine's own sentence; running out of memory says what to do; any
+  other exception (a bug) is logged with its traceback and reaches the window as "<what> failed because of an
+  unexpected problem (...)", never as a traceback.
+- Shutdown: the main window owns one ``Jobs`` and hands each part of the window a lane of it (``jobs.lane()``: its own
+  kinds, its own ``busy_changed``, its own few pool threads). ``shutdown()`` of the window's ``Jobs``, called when
+  the window closes, sets every stop token of every lane and waits until their threads have ended. A widget made
+  on its own (in a test, a script) makes its own ``Jobs``; its jobs are stopped when it is destroyed.
 
 ``ModelCache`` keeps the last model loaded for heat maps and predictions, so that the second picture does not load
 the model again; a lock makes the jobs that use it take turns (Grad-CAM puts hooks on the model, which another
@@ -24,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage
 
@@ -31,57 +45,94 @@ from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress signals a second
-Progress = Callable[[int, int], None]
+PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress reports a second: a smooth bar, cheap for 50,000 pictures
+
+
+class Progress:
+    """What a job's work reports through (see the module): callable as ``progress(done, total)``, which is what the
+    engine's ``on_progress`` callbacks expect, plus ``say(text)`` and ``send(value)``."""
+
+    def __init__(self, job: "Job") -> None:
+        self._job = job
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._job.stop.is_set():
+            return
+        now = time.monotonic()
+        if done in (0, total) or now - self._last >= PROGRESS_INTERVAL_S:
+            self._last = now
+            self._job.relay.progressed.emit(self._job, int(done), int(total))
+
+    def say(self, text: str) -> None:
+        if not self._job.stop.is_set():
+            self._job.relay.said.emit(self._job, str(text))
+
+    def send(self, value: Any) -> None:
+        if not self._job.stop.is_set():
+            self._job.relay.sent.emit(self._job, value)
+
+
 Work = Callable[[Progress, threading.Event], Any]
 
 
-class Job(QObject):
-    """One piece of work. Its signals are emitted on a pool thread and delivered to ``Jobs`` on the GUI thread."""
+class _Relay(QObject):
+    """Carries what the pool threads report to the GUI thread (one per ``Jobs``; jobs themselves are plain objects,
+    so that none is ever freed on a pool thread)."""
 
     result = Signal(object, object)  # job, value
     error = Signal(object, str)  # job, sentence
     stopped = Signal(object)  # job
     progressed = Signal(object, int, int)  # job, done, total
+    said = Signal(object, str)  # job, what happens now
+    sent = Signal(object, object)  # job, a part of the result
 
-    def __init__(self, kind: str, work: Work, what: str) -> None:
-        super().__init__()
+
+class Job:
+    """One piece of work: its kind, its stop token, and ``ended`` (set on the pool thread once the work returned)."""
+
+    def __init__(self, kind: str | None, work: Work, what: str, relay: _Relay,
+                 callbacks: dict[str, Callable | None]) -> None:
         self.kind = kind
         self.work = work
         self.what = what  # "The evaluation", "The export", ...: begins the sentence of an unexpected failure
+        self.relay = relay
+        self.callbacks = callbacks
         self.stop = threading.Event()
-        self.callbacks: dict[str, Callable | None] = {}
-        self._last = 0.0
-
-    def _progress(self, done: int, total: int) -> None:
-        if self.stop.is_set():
-            return
-        now = time.monotonic()
-        if done in (0, total) or now - self._last >= PROGRESS_INTERVAL_S:
-            self._last = now
-            self.progressed.emit(self, int(done), int(total))
+        self.ended = threading.Event()
 
     def run(self) -> None:  # on a pool thread
+        relay = self.relay
         try:
-            value = self.work(self._progress, self.stop)
+            if self.stop.is_set():  # cancelled while it waited for a thread
+                relay.stopped.emit(self)
+                return
+            value = self.work(Progress(self), self.stop)
         except UserError as exc:  # engine.results.predict.Stopped is one too
             if self.stop.is_set():
-                self.stopped.emit(self)
+                relay.stopped.emit(self)
             else:
-                self.error.emit(self, str(exc))
+                relay.error.emit(self, str(exc))
         except MemoryError:
-            self.error.emit(self, f"{self.what} ran out of memory: close other programs, or use fewer or smaller "
-                                  "pictures.")
+            relay.error.emit(self, f"{self.what} ran out of memory: close other programs, or use fewer or smaller "
+                                   "pictures.")
         except Exception as exc:  # a bug: still a sentence for the user, never a traceback
             log.exception("%s failed", self.what)
-            text = str(exc).strip().splitlines()
-            detail = f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
-            self.error.emit(self, f"{self.what} failed because of an unexpected problem ({detail}).")
+            relay.error.emit(self, unexpected(self.what, exc))
         else:
             if self.stop.is_set():
-                self.stopped.emit(self)
+                relay.stopped.emit(self)
             else:
-                self.result.emit(self, value)
+                relay.result.emit(self, value)
+        finally:
+            self.ended.set()
+
+
+def unexpected(what: str, exc: BaseException) -> str:
+    """The sentence for a failure nobody foresaw: what failed, and the exception's class and first line."""
+    text = str(exc).strip().splitlines()
+    detail = f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
+    return f"{what} failed because of an unexpected problem ({detail})."
 
 
 class _Runnable(QRunnable):
@@ -94,34 +145,81 @@ class _Runnable(QRunnable):
         self.job.run()
 
 
+def _stop_every(jobs: set[Job]) -> None:
+    for job in list(jobs):
+        job.stop.set()
+
+
 class Jobs(QObject):
-    """Runs jobs on its own small pool; at most one job of each kind counts at a time."""
+    """The job service, or one lane of it: runs jobs on its own small pool; one job of each kind counts at a time."""
 
     busy_changed = Signal(bool)
 
-    def __init__(self, parent: QObject | None = None, threads: int = 2) -> None:
+    def __init__(self, parent: QObject | None = None, threads: int = 2, service: "Jobs | None" = None) -> None:
         super().__init__(parent)
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(threads)
+        self.pool = QThreadPool(self)  # the first child: destroyed, and waited for, before the relay
+        self.pool.setMaxThreadCount(max(1, threads))
+        self._relay = _Relay(self)
+        self._relay.result.connect(self._on_result)
+        self._relay.error.connect(self._on_error)
+        self._relay.stopped.connect(self._on_stopped)
+        self._relay.progressed.connect(self._on_progress)
+        self._relay.said.connect(self._on_said)
+        self._relay.sent.connect(self._on_sent)
         self._current: dict[str, Job] = {}  # kind -> the job whose results are wanted
-        self._alive: set[Job] = set()  # every job whose pool thread has not reported yet
+        self._side: set[Job] = set()  # jobs without a kind whose results are wanted
+        self._alive: set[Job] = set()  # every job whose pool thread has not reported its end yet
+        self._lanes: list[Jobs] = []
         self._closed = False
+        if service is not None:
+            service._adopt(self)
+        # Destroyed without shutdown() (a widget made on its own): stop its jobs, so that the pool's destructor,
+        # which waits for them, returns within a picture or a batch.
+        alive = self._alive
+        self.destroyed.connect(lambda *_: _stop_every(alive))
 
-    def start(self, kind: str, work: Work, on_done: Callable[[Any], None], *,
+    # -- lanes -----------------------------------------------------------------------------------------------
+
+    def lane(self, parent: QObject | None = None, threads: int = 2) -> "Jobs":
+        """A ``Jobs`` for one part of the window: its own kinds and threads, shut down with this one."""
+        return Jobs(parent if parent is not None else self, threads, service=self)
+
+    def _adopt(self, lane: "Jobs") -> None:
+        self._lanes = [j for j in self._lanes if shiboken6.isValid(j)]
+        self._lanes.append(lane)
+        if self._closed:
+            lane._closed = True
+
+    def _tree(self) -> list["Jobs"]:
+        """This service and every lane of it still alive, lanes of lanes included."""
+        found, todo = [], [self]
+        while todo:
+            jobs = todo.pop()
+            if shiboken6.isValid(jobs):
+                found.append(jobs)
+                todo.extend(jobs._lanes)
+        return found
+
+    # -- starting and stopping -------------------------------------------------------------------------------
+
+    def start(self, kind: str | None, work: Work, on_done: Callable[[Any], None], *,
               on_error: Callable[[str], None] | None = None, on_progress: Callable[[int, int], None] | None = None,
+              on_phase: Callable[[str], None] | None = None, on_item: Callable[[Any], None] | None = None,
               on_cancel: Callable[[], None] | None = None, what: str = "The work") -> Job | None:
-        """Run ``work(on_progress, stop)`` in the background; a running job of the same ``kind`` is cancelled."""
+        """Run ``work(progress, stop)`` in the background; a running job of the same ``kind`` is cancelled first.
+        None when the service has shut down (the window is closing)."""
         if self._closed:
             return None
-        self.cancel(kind, notify=False)
-        job = Job(kind, work, what)
-        job.callbacks = {"done": on_done, "error": on_error, "progress": on_progress, "cancel": on_cancel}
-        job.result.connect(self._on_result)
-        job.error.connect(self._on_error)
-        job.stopped.connect(self._on_stopped)
-        job.progressed.connect(self._on_progress)
+        if kind is not None:
+            self.cancel(kind, notify=False)
+        callbacks = {"done": on_done, "error": on_error, "progress": on_progress, "phase": on_phase,
+                     "item": on_item, "cancel": on_cancel}
+        job = Job(kind, work, what, self._relay, callbacks)
         was_busy = self.busy
-        self._current[kind] = job
+        if kind is None:
+            self._side.add(job)
+        else:
+            self._current[kind] = job
         self._alive.add(job)
         self.pool.start(_Runnable(job))
         if not was_busy:
@@ -131,12 +229,21 @@ class Jobs(QObject):
     def running(self, kind: str) -> bool:
         return kind in self._current
 
+    def current(self, kind: str) -> Job | None:
+        """The job of ``kind`` whose results are wanted, if one runs."""
+        return self._current.get(kind)
+
     @property
     def busy(self) -> bool:
-        return bool(self._current)
+        return bool(self._current or self._side)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def cancel(self, kind: str, notify: bool = True) -> None:
-        """Stop the job of ``kind``; its ``on_cancel`` is called at once and nothing else of it arrives."""
+        """Stop the job of ``kind``; its ``on_cancel`` is called at once (unless ``notify`` is False) and nothing
+        else of it arrives."""
         job = self._current.pop(kind, None)
         if job is None:
             return
@@ -152,47 +259,71 @@ class Jobs(QObject):
             self.cancel(kind)
 
     def shutdown(self) -> None:
-        """Stop every job and wait for the pool threads (the window is closing); safe to call more than once."""
-        self._closed = True
-        self._current.clear()
-        for job in list(self._alive):
-            job.stop.set()
-        self.pool.waitForDone()
+        """Stop every job of this service and of its lanes, and wait until their threads have ended (the window is
+        closing); later ``start`` calls do nothing. Safe to call more than once."""
+        tree = self._tree()
+        for jobs in tree:
+            jobs._closed = True
+            jobs._current.clear()
+            jobs._side.clear()
+            _stop_every(jobs._alive)
+        for jobs in tree:
+            jobs.pool.waitForDone()
+            jobs._alive.clear()
 
     def idle(self) -> bool:
         """True when no job is running or waiting, cancelled ones included (tests wait for this)."""
         return not self._alive
 
-    # -- results (GUI thread) --------------------------------------------------------------------------------
+    # -- what comes back (GUI thread) ------------------------------------------------------------------------
 
-    def _finish(self, job: Job) -> Callable | None:
+    def _wanted(self, job: Job) -> bool:
+        return job in self._side if job.kind is None else self._current.get(job.kind) is job
+
+    def _finish(self, job: Job) -> bool:
+        """The job has ended: True when its result is still wanted."""
         self._alive.discard(job)
-        if self._current.get(job.kind) is not job:
-            return None  # cancelled or replaced: its result is not wanted
-        del self._current[job.kind]
+        if not self._wanted(job):
+            return False  # cancelled or replaced: its result is not wanted
+        if job.kind is None:
+            self._side.discard(job)
+        else:
+            del self._current[job.kind]
         if not self.busy:
             self.busy_changed.emit(False)
-        return job
+        return True
 
     @Slot(object, object)
     def _on_result(self, job: Job, value) -> None:
-        if self._finish(job) is not None:
+        if self._finish(job):
             job.callbacks["done"](value)
 
     @Slot(object, str)
     def _on_error(self, job: Job, message: str) -> None:
-        if self._finish(job) is not None and job.callbacks.get("error") is not None:
+        if self._finish(job) and job.callbacks.get("error") is not None:
             job.callbacks["error"](message)
 
     @Slot(object)
     def _on_stopped(self, job: Job) -> None:
-        if self._finish(job) is not None and job.callbacks.get("cancel") is not None:
+        if self._finish(job) and job.callbacks.get("cancel") is not None:
             job.callbacks["cancel"]()
+
+    def _report(self, job: Job, name: str, *args) -> None:
+        callback = job.callbacks.get(name)
+        if callback is not None and self._wanted(job):
+            callback(*args)
 
     @Slot(object, int, int)
     def _on_progress(self, job: Job, done: int, total: int) -> None:
-        if self._current.get(job.kind) is job and job.callbacks.get("progress") is not None:
-            job.callbacks["progress"](done, total)
+        self._report(job, "progress", done, total)
+
+    @Slot(object, str)
+    def _on_said(self, job: Job, text: str) -> None:
+        self._report(job, "phase", text)
+
+    @Slot(object, object)
+    def _on_sent(self, job: Job, value) -> None:
+        self._report(job, "item", value)
 
 
 class ModelCache:

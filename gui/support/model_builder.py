@@ -1,70 +1,31 @@
-"""Work the model picker and the layer editor hand to background threads, so that the window never freezes.
+"""Work the model picker and the layer editor hand to the job service (``gui.support.jobs``), so that the window
+never freezes.
 
 - ``ModelBuilder`` downloads pretrained weights when needed (with progress) and builds a model with its layer tree;
   a newer request supersedes an older one (its result is dropped).
 - ``CatalogueService`` loads the catalogue (timm's import alone takes seconds), then counts parameters of the
-  models the picker shows, one at a time, latest request first, caching the counts on disk.
+  models the picker shows, latest request first, caching the counts on disk.
 
-Each is a worker QObject moved to its own QThread, the pattern the design notes prescribe. Threads are kept in a
-module-level set until they have finished, so that a widget closed mid-build never destroys a running thread, and
-``shutdown()`` (connected to the application's ``aboutToQuit``) stops and joins them.
+Both run on the ``Jobs`` they are given (the window's lane for their step), or on their own when made alone; they
+stop when that service shuts down.
 """
 
 from __future__ import annotations
 
-import atexit
+from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
+
 import threading
 import time
 from dataclasses import dataclass
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal
 
-from engine.models import catalogue
 from engine.errors import UserError
+from engine.models import catalogue
+from gui.support.jobs import Jobs, Progress
 
-_RUNNING: set[tuple[QThread, QObject, threading.Event]] = set()
-
-
-class _Reaper(QObject):
-    """Lives on the GUI thread and forgets threads once they have really ended (never a running one)."""
-
-    @Slot()
-    def reap(self) -> None:
-        for record in [r for r in _RUNNING if r[0].isFinished()]:
-            _RUNNING.discard(record)
-
-
-_REAPER: _Reaper | None = None
-
-
-def _start(worker: QObject, stop: threading.Event) -> QThread:
-    """Run ``worker.run()`` on a new thread that ends (and is forgotten) when the worker emits ``done``."""
-    global _REAPER
-    if _REAPER is None:
-        _REAPER = _Reaper()
-        app = QCoreApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(shutdown)
-        atexit.register(shutdown)  # also for scripts and tests that never run the event loop to its end
-    thread = QThread()
-    worker.moveToThread(thread)
-    _RUNNING.add((thread, worker, stop))
-    thread.started.connect(worker.run)
-    worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)  # quit() is thread-safe
-    thread.finished.connect(_REAPER.reap, Qt.ConnectionType.QueuedConnection)
-    thread.start()
-    return thread
-
-
-def shutdown(timeout_ms: int = 30000) -> None:
-    """Stop every background job (downloads stop at once; a model being built finishes first) and wait for it."""
-    for thread, worker, stop in list(_RUNNING):
-        stop.set()
-        if hasattr(worker, "wake"):
-            worker.wake()
-        thread.quit()
-        thread.wait(timeout_ms)
-    _RUNNING.clear()
+BUILD = "build"  # the kind of the builder's jobs: a newer download or build replaces an older one
+CATALOGUE = "catalogue"
 
 
 # --- building a model -------------------------------------------------------------------------------------------
@@ -83,43 +44,8 @@ class BuildResult:
     seconds: float
 
 
-class _BuildWorker(QObject):
-    progress = Signal(int, str, int, int)  # request id, what happens, bytes done, bytes in all (0: unknown)
-    built = Signal(int, object)
-    downloaded = Signal(int, str)
-    failed = Signal(int, str)
-    done = Signal()
-
-    def __init__(self, request: int, name: str, weights: str, num_classes: int, stop: threading.Event,
-                 build: bool) -> None:
-        super().__init__()
-        self.request, self.name, self.weights, self.num_classes = request, name, weights, num_classes
-        self.stop, self.build = stop, build
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            if self.weights == "pretrained" and not catalogue.pretrained_availability(self.name).offline:
-                label = f"Downloading the pretrained weights of {self.name.split(':', 1)[1]} ..."
-                self.progress.emit(self.request, label, 0, 0)
-                where = catalogue.download_pretrained(
-                    self.name, lambda done, total: self.progress.emit(self.request, label, done, total), self.stop)
-                self.downloaded.emit(self.request, where)
-            if self.build:
-                self.progress.emit(self.request, f"Building {self.name.split(':', 1)[1]} ...", 0, 0)
-                self.built.emit(self.request, build_now(self.name, self.weights, self.num_classes))
-        except catalogue.DownloadCancelled:
-            self.failed.emit(self.request, "The download was stopped; nothing was changed.")
-        except UserError as exc:
-            self.failed.emit(self.request, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
-            self.failed.emit(self.request, f"The model could not be built ({exc.__class__.__name__}: {exc}).")
-        finally:
-            self.done.emit()
-
-
 def build_now(name: str, weights: str, num_classes: int) -> BuildResult:
-    """Build on the calling thread (the worker's, or a test's)."""
+    """Build on the calling thread (a job's, or a test's)."""
     from engine.models.layers import ModuleTree, build_layer_tree
     from engine.models.build import build_model
 
@@ -128,6 +54,24 @@ def build_now(name: str, weights: str, num_classes: int) -> BuildResult:
     tree = build_layer_tree(built.model, built.head)
     modules = ModuleTree(built.model, tree)
     return BuildResult(name, weights, num_classes, built, tree, modules, time.perf_counter() - began)
+
+
+def _download_and_build(name: str, weights: str, num_classes: int, build: bool, progress: Progress,
+                        stop: threading.Event) -> BuildResult | None:
+    """The builder's job: fetch the pretrained weights when they are not on this computer (``progress.send`` says
+    where they went), then build the model when asked to."""
+    arch = name.split(":", 1)[-1]
+    if weights == "pretrained" and not catalogue.pretrained_availability(name).offline:
+        progress.say(f"Downloading the pretrained weights of {arch} ...")
+        try:
+            where = catalogue.download_pretrained(name, progress, stop)
+        except catalogue.DownloadCancelled:
+            raise UserError("The download was stopped; nothing was changed.") from None
+        progress.send(where)
+    if not build:
+        return None
+    progress.say(f"Building {arch} ...")
+    return build_now(name, weights, num_classes)
 
 
 class ModelBuilder(QObject):
@@ -143,11 +87,11 @@ class ModelBuilder(QObject):
     failed = Signal(str)
     busyChanged = Signal(bool)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
-        self._request = 0
-        self._stop: threading.Event | None = None
+        self.jobs = jobs if jobs is not None else Jobs(self)
         self._busy = False
+        self._text = ""
 
     def build(self, name: str, weights: str, num_classes: int) -> None:
         self._start(name, weights, num_classes, build=True)
@@ -158,51 +102,39 @@ class ModelBuilder(QObject):
 
     def cancel(self) -> None:
         """Stop a download at once; a build in progress finishes in the background and is dropped."""
-        if self._stop is not None:
-            self._stop.set()
-        self._request += 1
+        self.jobs.cancel(BUILD, notify=False)
         self._set_busy(False)
 
     def is_busy(self) -> bool:
         return self._busy
 
+    def shutdown(self) -> None:
+        """Stop and wait (for a builder made on its own; in the window, the window's job service does this)."""
+        self.jobs.shutdown()
+
     def _start(self, name: str, weights: str, num_classes: int, build: bool) -> None:
-        if self._stop is not None:
-            self._stop.set()  # a download still running for an older request stops
-        self._request += 1
-        self._stop = threading.Event()
-        worker = _BuildWorker(self._request, name, weights, num_classes, self._stop, build)
-        worker.progress.connect(self._on_progress)
-        worker.built.connect(self._on_built)
-        worker.downloaded.connect(self._on_downloaded)
-        worker.failed.connect(self._on_failed)
-        self._set_busy(True)
-        _start(worker, self._stop)
+        # The module's build_now is looked up when the job runs, so that a test can stand in for it.
+        job = self.jobs.start(BUILD, lambda progress, stop: _download_and_build(name, weights, num_classes, build,
+                                                                                progress, stop),
+                              self._done, on_error=self._failed, on_progress=self._on_progress,
+                              on_phase=self._on_phase, on_item=self.downloaded.emit, what="Building the model")
+        self._set_busy(job is not None)
 
-    def _current(self, request: int) -> bool:
-        return request == self._request
+    def _on_phase(self, text: str) -> None:
+        self._text = text
+        self.progress.emit(text, 0, 0)
 
-    @Slot(int, str, int, int)
-    def _on_progress(self, request: int, text: str, done: int, total: int) -> None:
-        if self._current(request):
-            self.progress.emit(text, done, total)
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.emit(self._text, done, total)
 
-    @Slot(int, str)
-    def _on_downloaded(self, request: int, where: str) -> None:
-        if self._current(request):
-            self.downloaded.emit(where)
-
-    @Slot(int, object)
-    def _on_built(self, request: int, result: object) -> None:
-        if self._current(request):
-            self._set_busy(False)
+    def _done(self, result: BuildResult | None) -> None:
+        self._set_busy(False)
+        if result is not None:
             self.built.emit(result)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if self._current(request):
-            self._set_busy(False)
-            self.failed.emit(message)
+    def _failed(self, message: str) -> None:
+        self._set_busy(False)
+        self.failed.emit(message)
 
     def _set_busy(self, busy: bool) -> None:
         if busy != self._busy:
@@ -213,115 +145,62 @@ class ModelBuilder(QObject):
 # --- the catalogue and parameter counts -------------------------------------------------------------------------
 
 
-class _CatalogueWorker(QObject):
+class CatalogueService(QObject):
+    """The model catalogue loaded off the GUI thread (``loaded(models)``, or ``failed(sentence)``), and parameter
+    counts on request (``counted(name, count)``)."""
+
     loaded = Signal(object)  # tuple[ModelInfo, ...]
+    failed = Signal(str)
     counted = Signal(str, object)  # name, int | None
-    done = Signal()
 
     SAVE_EVERY = 20  # counts between two writes of the cache file
     MAX_PENDING = 200
 
-    def __init__(self, counts: catalogue.ParamCounts, stop: threading.Event) -> None:
-        super().__init__()
-        self.counts, self.stop = counts, stop
-        self._wanted: list[str] = []
-        self._cond = threading.Condition()
+    def __init__(self, parent: QObject | None = None, cache_dir=None, jobs: Jobs | None = None) -> None:
+        super().__init__(parent)
+        self.counts = catalogue.ParamCounts(cache_dir)
+        self.jobs = jobs if jobs is not None else Jobs(self)
+        self._lock = threading.Lock()
+        self._wanted: list[str] = []  # names to count, the next first
+        self._counting = False  # a counting job is on its way (it clears this, under the lock, when it ends)
+        self.jobs.start(CATALOGUE, lambda progress, stop: catalogue.all_models(), self.loaded.emit,
+                        on_error=self.failed.emit, what="Loading the model catalogue")
 
     def want(self, names: list[str]) -> None:
-        """Count these next, before what was wanted earlier (called from the GUI thread). Only the latest
-        MAX_PENDING stay queued: rows scrolled past long ago can wait until they are shown again."""
-        with self._cond:
+        """Count these next, before what was wanted earlier. Only the latest MAX_PENDING stay queued: rows scrolled
+        past long ago can wait until they are shown again."""
+        with self._lock:
             self._wanted = (list(names) + [n for n in self._wanted if n not in names])[:self.MAX_PENDING]
-            self._cond.notify()
+            start = not self._counting
+            self._counting = True
+        # One counting job at a time (the flag says so), started without a kind: a new one never cancels an older
+        # one that is just ending, whose last counts are still on their way.
+        if start and self.jobs.start(None, self._count, lambda _: None, on_item=self._counted,
+                                     what="Counting parameters") is None:
+            with self._lock:
+                self._counting = False
 
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify()
+    def _counted(self, item: tuple[str, int | None]) -> None:
+        self.counted.emit(*item)
 
-    @Slot()
-    def run(self) -> None:
+    def _count(self, progress: Progress, stop: threading.Event) -> None:
+        """The counting job: count what is wanted, one model at a time, until nothing is (or the service stops)."""
+        fresh, ended = 0, False
         try:
-            self.loaded.emit(catalogue.all_models())
-            fresh = 0
-            while not self.stop.is_set():
-                with self._cond:
-                    while not self._wanted and not self.stop.is_set():
-                        self._cond.wait()
-                    if self.stop.is_set():
-                        break
+            while True:
+                with self._lock:
+                    if stop.is_set() or not self._wanted:
+                        self._counting, ended = False, True
+                        return
                     name = self._wanted.pop(0)
                 cached = self.counts.known(name)
-                self.counted.emit(name, self.counts.count(name))
+                progress.send((name, self.counts.count(name)))
                 fresh += not cached
                 if fresh >= self.SAVE_EVERY:
                     self.counts.save()
                     fresh = 0
         finally:
+            if not ended:  # an exception: let the next request start another job
+                with self._lock:
+                    self._counting = False
             self.counts.save()
-            self.done.emit()
-
-
-class CatalogueService(QObject):
-    """The model catalogue loaded off the GUI thread (``loaded(models)``), and parameter counts on request
-    (``counted(name, count)``)."""
-
-    loaded = Signal(object)
-    counted = Signal(str, object)
-
-    def __init__(self, parent: QObject | None = None, cache_dir=None) -> None:
-        super().__init__(parent)
-        self.counts = catalogue.ParamCounts(cache_dir)
-        self._stop = threading.Event()
-        self._worker = _CatalogueWorker(self.counts, self._stop)
-        self._worker.loaded.connect(self.loaded)
-        self._worker.counted.connect(self.counted)
-        _start(self._worker, self._stop)
-        # The worker waits for requests until told to stop: tell it when the widget that owns this goes away.
-        stop, worker = self._stop, self._worker
-        self.destroyed.connect(lambda: (stop.set(), worker.wake()))
-
-    def want(self, names: list[str]) -> None:
-        self._worker.want(names)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._worker.wake()
-
-
-# --- any short job ----------------------------------------------------------------------------------------------
-
-
-class _CallWorker(QObject):
-    result = Signal(object)
-    failed = Signal(str)
-    done = Signal()
-
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            self.result.emit(self.fn())
-        except UserError as exc:
-            self.failed.emit(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
-            self.failed.emit(f"Something went wrong ({exc.__class__.__name__}: {exc}).")
-        finally:
-            self.done.emit()
-
-
-class BackgroundCall(QObject):
-    """Run ``fn()`` on a background thread; ``result(value)`` or ``failed(sentence)`` arrive on this object's
-    thread (the GUI's). Keep a reference until one of them has arrived."""
-
-    result = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, fn, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._worker = _CallWorker(fn)
-        self._worker.result.connect(self.result)
-        self._worker.failed.connect(self.failed)
-        _start(self._worker, threading.Event())

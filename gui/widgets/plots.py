@@ -6,6 +6,11 @@ each plot several times a second): the window's thread shares Python's interpret
 all five plots at once took 30 ms on an idle 2-core machine and over 100 ms while training ran; one plot at a time
 keeps every pause of the window short (bench/bench_gui_stall.py measures it). Colours are Okabe-Ito (colour-blind
 safe); the heat map uses viridis.
+
+What the plots show is the run being trained and nothing else: ``reset`` (a new run, another project) clears the
+curves, the stage names and the axes' ranges; the epoch axes span the whole run from its first step, in plain numbers
+(pyqtgraph's automatic SI prefix wrote "epoch (x0.001)" under the first steps); legends sit above the plots, never
+over a curve; and the time left leaves out the time the run was paused.
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ class TrainingPlots(QWidget):
         self.heat_plot.setToolTip("Gradient size per stage (bottom: input, top: head) along training. A frozen stage "
                                   "stays dark; a stage that is retrained lights up.")
         self.heat_plot.setLabel("bottom", "training step")
-        self.heat_plot.getAxis("bottom").enableAutoSIPrefix(False)
+        _plain_numbers(self.heat_plot)
         self.heat_plot.getAxis("left").setWidth(110)  # room for stage names
         self.heat_plot.setMouseEnabled(x=False, y=False)
         self.heat_image = pg.ImageItem()
@@ -118,14 +123,16 @@ class TrainingPlots(QWidget):
         self.heat_plot.addItem(self.heat_image)
         self.acc_plot.setYRange(0, 1)
 
-        self.step_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["sky"], 1, 90), name="training (each step)")
-        self.smooth_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["blue"]), name="training (smoothed)")
+        self.step_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["sky"], 1, 90), name="each step")
+        self.smooth_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["blue"]), name="smoothed")
         self.val_loss = self.loss_plot.plot(pen=_pen(OKABE_ITO["vermillion"]), symbol="o", symbolSize=6,
                                             symbolBrush=OKABE_ITO["vermillion"], name="validation")
         self.train_acc = self.acc_plot.plot(pen=_pen(OKABE_ITO["blue"]), symbol="o", symbolSize=5,
                                             symbolBrush=OKABE_ITO["blue"], name="training")
         self.val_acc = self.acc_plot.plot(pen=_pen(OKABE_ITO["vermillion"]), symbol="o", symbolSize=6,
                                           symbolBrush=OKABE_ITO["vermillion"], name="validation")
+        self.legends = {"loss": _legend_above(self.loss_plot, (self.step_loss, self.smooth_loss, self.val_loss)),
+                        "acc": _legend_above(self.acc_plot, (self.train_acc, self.val_acc))}
         self.lr_curve = self.lr_plot.plot(pen=_pen(OKABE_ITO["green"]))
         self.speed_curve = self.speed_plot.plot(pen=_pen(OKABE_ITO["orange"]))
         for plot, curve in ((self.loss_plot, self.step_loss), (self.lr_plot, self.lr_curve),
@@ -133,6 +140,7 @@ class TrainingPlots(QWidget):
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
 
+        self.clock = time.monotonic  # what the time left is measured with (tests set their own)
         self.timer = QTimer(self)
         self.timer.setInterval(1000 // REDRAW_HZ)
         self.timer.timeout.connect(self.redraw_next)
@@ -142,9 +150,18 @@ class TrainingPlots(QWidget):
         plot = self.view.addPlot(row=row, col=col, title=title, axisItems={"left": left} if left else None)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setLabel("bottom", "epoch")
-        plot.addLegend(offset=(-5, 5), labelTextSize="8pt") if title in ("Loss", "Accuracy") else None
+        _plain_numbers(plot)
         plot.setToolTip(tip)
         return plot
+
+    @property
+    def epoch_plots(self) -> tuple[pg.PlotItem, ...]:
+        return self.loss_plot, self.acc_plot, self.lr_plot, self.speed_plot
+
+    def _show_epochs(self, last: float) -> None:
+        """The epoch axes span epochs 0 to ``last`` (the whole run) from its first step."""
+        for plot in self.epoch_plots:
+            plot.setXRange(0, max(1.0, float(last)), padding=0.02)
 
     # --- data -------------------------------------------------------------------------------------------------
 
@@ -161,7 +178,13 @@ class TrainingPlots(QWidget):
         self.eta_text = " "
         self._last_step_time: float | None = None
         self._step_seconds: float | None = None
+        self.paused = False
         self._remove_regions()
+        for plot in (*self.epoch_plots, self.heat_plot):
+            plot.enableAutoRange()  # the previous run's ranges go with its curves
+        self.acc_plot.setYRange(0, 1)
+        self._show_epochs(1)
+        self.heat_plot.getAxis("left").setTicks(None)  # its stage names too
         self.dirty = set(GROUPS)
         self._next = 0
         self.stack.setCurrentWidget(self.hint)
@@ -170,6 +193,7 @@ class TrainingPlots(QWidget):
     def add_event(self, event) -> None:
         if isinstance(event, ev.RunStarted):
             self.total_epochs = event.total_epochs
+            self._show_epochs(event.total_epochs)
         elif isinstance(event, ev.StepEnded):
             self.steps_per_epoch = max(1, event.steps)
             x = event.epoch - 1 + event.step / event.steps  # fractional epoch
@@ -179,14 +203,14 @@ class TrainingPlots(QWidget):
             self.series["smooth_loss"].append(x, self.smoothed)
             self.series["lr"].append(x, event.lr)
             self.series["speed"].append(x, event.images_per_s)
-            now = time.monotonic()
-            if self._last_step_time is not None:
+            now = self.clock()
+            if self._last_step_time is not None:  # (None after a pause: that interval is not a step's time)
                 took = now - self._last_step_time
                 self._step_seconds = took if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * took
             self._last_step_time = now
             left_steps = (self.total_epochs - event.epoch) * event.steps + (event.steps - event.step)
             eta = f"  -  about {_duration(left_steps * self._step_seconds)} left" if self._step_seconds else ""
-            self.eta_text = f"{event.images_per_s:.0f} pictures/s{eta}"
+            self.eta_text = f"{event.images_per_s:.0f} pictures/s" + ("  -  paused" if self.paused else eta)
             self.dirty |= {"loss", "lr", "speed"}
         elif isinstance(event, ev.EpochEnded):
             self.series["val_loss"].append(event.epoch, event.val_loss)
@@ -203,9 +227,21 @@ class TrainingPlots(QWidget):
             self.heat_steps.append(event.step)
             self.dirty.add("heat")
 
+    def pause(self) -> None:
+        """The run is paused: the time until ``resume`` is not training time."""
+        self.paused = True
+        speed = self.eta_text.split("  -  ")[0].strip()
+        self.eta_text = f"{speed}  -  paused" if speed else "Paused"
+        self.dirty.add("speed")
+
+    def resume(self) -> None:
+        self.paused = False
+        self._last_step_time = None  # the next step's interval would span the pause
+
     def load_records(self, records: list[dict]) -> None:
         """Show a finished run's curves from its metrics.jsonl records."""
         self.reset()
+        self._show_epochs(max((r["epoch"] for r in records), default=1))
         for r in records:
             self.series["val_loss"].append(r["epoch"], r["val_loss"])
             self.series["train_acc"].append(r["epoch"], r.get("train_acc", np.nan))
@@ -310,6 +346,26 @@ class TrainingPlots(QWidget):
         if len(shown) > 1 and shown[-1] - shown[-2] < every:
             shown.pop(-2)  # no two labels on top of each other next to the head's
         axis.setTicks([[(i + 0.5, names[i]) for i in shown]])
+
+
+def _plain_numbers(plot: pg.PlotItem) -> None:
+    """Axes labelled in plain numbers: pyqtgraph's automatic SI prefix turned "epoch" into "epoch (x0.001)" over the
+    first steps of a run (epochs 0 to 0.25)."""
+    for side in ("bottom", "left"):
+        plot.getAxis(side).enableAutoSIPrefix(False)
+
+
+def _legend_above(plot: pg.PlotItem, curves) -> pg.LegendItem:
+    """A one-line legend in the plot's title row, right of its title (left-aligned): over no curve, whatever they do.
+    """
+    legend = pg.LegendItem(colCount=len(curves), labelTextSize="8pt", horSpacing=8, frame=False)
+    legend.setParentItem(plot)
+    legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-4, 0))
+    for curve in curves:
+        legend.addItem(curve, curve.name())
+    plot.titleLabel.setAttr("justify", "left")
+    plot.setTitle(plot.titleLabel.text)
+    return legend
 
 
 def _duration(seconds: float) -> str:

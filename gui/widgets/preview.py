@@ -1,6 +1,7 @@
 """A larger view of one picture with its facts (file size, mode, dimensions, path), opened by a double-click.
 
-The picture is decoded on the global thread pool so that a huge file never freezes the window.
+The picture is decoded by a job of the window's job service (``gui.support.jobs``), so that a huge file never freezes
+the window; showing another picture cancels the decode of the previous one.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide
 import os
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtCore import QSize, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QImage, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
                                QVBoxLayout, QWidget)
 
 from engine.data.images import ImageError, load_rgb
-from gui.widgets.thumbnails import Task
+from gui.support.jobs import Jobs
 
 PREVIEW_SIZE = 560
+PREVIEW = "preview"  # the kind of the dialog's jobs
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,34 @@ MODE_WORDS = {"RGB": "RGB colour", "RGBA": "RGB colour with transparency", "L": 
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
-class _Decoded(QObject):
-    done = Signal(str, object, object, str)  # path, QImage or None, PictureFacts or None, error sentence
+def decode_picture(path: str) -> tuple[str, QImage | None, PictureFacts | None, str]:
+    """(path, the picture at most twice PREVIEW_SIZE on its longer side or None, its facts or None, why it cannot be
+    shown or ""). Runs on a pool thread."""
+    facts, image, error = None, None, ""
+    try:
+        facts = read_facts(path)
+    except Exception:  # the decode below says what is wrong, in a sentence
+        facts = None
+    try:
+        picture = load_rgb(path, draft_size=(PREVIEW_SIZE, PREVIEW_SIZE))
+        picture.thumbnail((PREVIEW_SIZE * 2, PREVIEW_SIZE * 2))
+        data = picture.tobytes("raw", "RGB")
+        image = QImage(data, picture.width, picture.height, 3 * picture.width, QImage.Format.Format_RGB888).copy()
+    except ImageError as exc:
+        error = str(exc)
+    return path, image, facts, error
 
 
 class PreviewDialog(QDialog):
     """Shows one picture; ``show_picture`` can be called again to show another one in the same dialog."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Picture")
         self.setModal(False)
         self._path = ""
         self._pixmap: QPixmap | None = None
-        self._signals = _Decoded(self)
-        self._signals.done.connect(self._on_decoded)
+        self.jobs = jobs if jobs is not None else Jobs(self)
 
         self.image = QLabel("Loading ...")
         self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -130,25 +145,9 @@ class PreviewDialog(QDialog):
         self.fields["path"].setText(path)
         for key in ("dimensions", "mode", "format", "size"):
             self.fields[key].setText("...")
-        signals = self._signals
-
-        def work() -> None:
-            facts, image, error = None, None, ""
-            try:
-                facts = read_facts(path)
-            except Exception:  # the decode below says what is wrong, in a sentence
-                facts = None
-            try:
-                picture = load_rgb(path, draft_size=(PREVIEW_SIZE, PREVIEW_SIZE))
-                picture.thumbnail((PREVIEW_SIZE * 2, PREVIEW_SIZE * 2))
-                data = picture.tobytes("raw", "RGB")
-                image = QImage(data, picture.width, picture.height, 3 * picture.width,
-                               QImage.Format.Format_RGB888).copy()
-            except ImageError as exc:
-                error = str(exc)
-            signals.done.emit(path, image, facts, error)
-
-        QThreadPool.globalInstance().start(Task(work))
+        self.jobs.start(PREVIEW, lambda progress, stop: decode_picture(path), lambda result: self._on_decoded(*result),
+                        on_error=lambda message: self._on_decoded(path, None, None, message),
+                        what="Showing the picture")
 
     def _on_decoded(self, path: str, image: QImage | None, facts: PictureFacts | None, error: str) -> None:
         if path != self._path:

@@ -3,10 +3,11 @@
 The grid asks for a thumbnail only when it paints an item (``QAbstractItemModel.data(DecorationRole)``), so a folder
 of 50,000 pictures decodes only the few dozen on screen. Requests wait in a queue capped at ``max_pending``: when the
 user scrolls past faster than pictures decode, the oldest requests (items no longer on screen) are dropped and asked
-for again if they are painted again. Finished thumbnails are kept in an LRU cache of ``capacity`` pixmaps.
+for again if they are painted again. Finished thumbnails are kept in an LRU cache of ``capacity`` pixmaps, by path.
 
-The queue is written by hand rather than submitting one QRunnable per request because QThreadPool offers neither
-"newest first" nor "drop the stale ones"; a few pool threads drain it.
+The queue is written by hand rather than starting one job per request because a pool offers neither "newest first"
+nor "drop the stale ones": a few decoding jobs of the window's job service (``gui.support.jobs``, on a lane of their
+own so that a long evaluation never holds up the thumbnails) drain it, and hand each thumbnail back as it is made.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import os
 import threading
 from collections import OrderedDict
 
-from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 
 from engine.data.images import ImageError, load_rgb
+from gui.support.jobs import Jobs, Progress
 
 THUMB_SIZE = 96  # pixels, the longer side
 CACHE_CAPACITY = 1200  # thumbnails kept (96 x 96 x 4 bytes each: about 45 MB at most)
@@ -35,18 +37,6 @@ def make_thumbnail(path: str, size: int = THUMB_SIZE) -> QImage:
     image.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     data = image.tobytes("raw", "RGB")
     return QImage(data, image.width, image.height, 3 * image.width, QImage.Format.Format_RGB888).copy()
-
-
-class Task(QRunnable):
-    """A function run on a QThreadPool, as a QRunnable the pool owns and deletes when it is done."""
-
-    def __init__(self, function) -> None:
-        super().__init__()
-        self.function = function
-        self.setAutoDelete(True)
-
-    def run(self) -> None:
-        self.function()
 
 
 class ThumbnailCache:
@@ -79,18 +69,20 @@ class ThumbnailCache:
 
 
 class ThumbnailLoader(QObject):
-    """Decodes requested thumbnails on a small thread pool; results arrive on the GUI thread as signals."""
+    """Decodes requested thumbnails with a few jobs of the job service; results arrive on the GUI thread as
+    signals. ``jobs`` is the service (or lane) to run on: the loader makes a lane of its own in it (or a service of
+    its own without one)."""
 
     loaded = Signal(str, QImage)  # path, thumbnail
     failed = Signal(str, str)  # path, the reason it cannot be shown
 
     def __init__(self, size: int = THUMB_SIZE, max_pending: int = MAX_PENDING, threads: int | None = None,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
         self.size = size
         self.max_pending = max_pending
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(threads or max(1, min(4, os.cpu_count() or 1)))
+        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
+        self.jobs = jobs.lane(self, self.threads) if jobs is not None else Jobs(self, self.threads)
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, None] = OrderedDict()  # oldest first
         self._in_progress: set[str] = set()
@@ -109,11 +101,13 @@ class ThumbnailLoader(QObject):
             while len(self._pending) > self.max_pending:
                 self._pending.popitem(last=False)
                 self.dropped += 1
-            start = self._drainers < self.pool.maxThreadCount()
+            start = self._drainers < self.threads
             if start:
                 self._drainers += 1
-        if start:
-            self.pool.start(Task(self._drain))
+        if start and self.jobs.start(None, self._drain, lambda _: None, on_item=self._deliver,
+                                     what="Making thumbnails") is None:
+            with self._lock:  # the service has shut down
+                self._drainers -= 1
 
     def cancel_pending(self) -> None:
         """Forget every request not yet started (e.g. when the grid shows other pictures)."""
@@ -129,37 +123,47 @@ class ThumbnailLoader(QObject):
             return len(self._pending)
 
     def shutdown(self) -> None:
-        """Drop every request and wait for the pictures being decoded (call before the window goes away)."""
+        """Drop every request and wait for the pictures being decoded (the window's job service also does this)."""
         with self._lock:
             self._closed = True
             self._pending.clear()
-        self.pool.waitForDone()
+        self.jobs.shutdown()
 
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed or not self._pending:
+    def _drain(self, progress: Progress, stop: threading.Event) -> None:
+        """A decoding job: the newest request first (what is on screen now), until none is left."""
+        ended = False
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or stop.is_set() or not self._pending:
+                        self._drainers -= 1
+                        ended = True
+                        return
+                    path, _ = self._pending.popitem(last=True)
+                    self._in_progress.add(path)
+                    self.decodes += 1
+                try:
+                    image, error = make_thumbnail(path, self.size), None
+                except ImageError as exc:
+                    image, error = None, str(exc)
+                except Exception as exc:  # never let a decoder's surprise end the job with the queue still full
+                    image, error = None, f"The picture cannot be shown ({exc.__class__.__name__})."
+                with self._lock:
+                    self._in_progress.discard(path)
+                progress.send((path, image, error))
+        finally:
+            if not ended:
+                with self._lock:
                     self._drainers -= 1
-                    return
-                path, _ = self._pending.popitem(last=True)  # newest first: what is on screen now
-                self._in_progress.add(path)
-                self.decodes += 1
-            try:
-                image = make_thumbnail(path, self.size)
-                error = None
-            except ImageError as exc:
-                image, error = None, str(exc)
-            except Exception as exc:  # never let a decoder's surprise kill a pool thread
-                image, error = None, f"The picture cannot be shown ({exc.__class__.__name__})."
-            with self._lock:
-                self._in_progress.discard(path)
-                closed = self._closed
-            if closed:
-                continue
-            if image is not None:
-                self.loaded.emit(path, image)
-            else:
-                self.failed.emit(path, error)
+
+    def _deliver(self, item: tuple[str, QImage | None, str | None]) -> None:
+        path, image, error = item
+        if self._closed:
+            return
+        if image is not None:
+            self.loaded.emit(path, image)
+        else:
+            self.failed.emit(path, error)
 
 
 def placeholder_pixmap(size: int, colour: QColor) -> QPixmap:

@@ -12,7 +12,8 @@ from PIL import Image
 from engine.results.cam import VIRIDIS, class_activation_map, crop_box, find_target_layer, overlay, viridis
 from engine.errors import UserError
 from engine.data.loaders import build_transforms
-from engine.models.build import IMAGENET_DEFAULTS, build_model
+from engine.data.loaders import IMAGENET_DEFAULTS
+from engine.models.build import build_model
 
 SIDE = 32  # the network's input
 SQUARE = 8  # the object's side

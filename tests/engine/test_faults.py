@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import engine.train.trainer
 from engine import events as ev
+from engine import files
 from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.train.trainer import fit, load_checkpoint, resume
@@ -190,7 +191,7 @@ class Saved:
 @pytest.mark.parametrize("victim", [runs.CHECKPOINT, runs.BEST])
 def test_a_full_disk_fails_with_a_sentence_and_keeps_what_was_saved(tiny_dataset, tmp_path, monkeypatch, victim):
     improving_validation(monkeypatch)
-    original = runs.atomic_write
+    original = files.atomic_write
     full = threading.Event()
 
     def atomic_write(path, write):
@@ -201,7 +202,7 @@ def test_a_full_disk_fails_with_a_sentence_and_keeps_what_was_saved(tiny_dataset
             return original(path, half)
         return original(path, write)
 
-    monkeypatch.setattr(runs, "atomic_write", atomic_write)
+    monkeypatch.setattr(files, "atomic_write", atomic_write)
     saved = Saved()
 
     def after_epoch(event):
@@ -286,7 +287,7 @@ def test_a_full_disk_when_the_run_starts_leaves_a_sentence(tiny_dataset, tmp_pat
     def no_space(path, write):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(runs, "atomic_write", no_space)
+    monkeypatch.setattr(files, "atomic_write", no_space)
     rec = Recorder()
     result = fit(config_for(tiny_dataset, tmp_path), rec)
     assert result.status == "failed" and "The disk is full" in result.error and "start the run again" in result.error

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from engine import files
 from engine.project import runs
 from engine.errors import ModelError
 from engine.project.library import ModelLibrary, default_library_dir, trained_models
@@ -110,9 +111,9 @@ def make_run(out: Path, name: str, model: str, classes: list[str], state: dict |
     run = out / name
     run.mkdir(parents=True)
     (run / runs.CONFIG).write_text(f'version = 1\n[model]\nname = "{model}"\n')
-    runs.atomic_write_json(run / runs.MODEL, {"model": model, "weights": "none", "head": "classifier"})
-    runs.atomic_write_json(run / runs.LABELS, classes)
-    runs.atomic_write_json(run / runs.SUMMARY, {"status": "completed", "best_val_acc": acc, "strategy": "lp-ft"})
+    files.atomic_write_json(run / runs.MODEL, {"model": model, "weights": "none", "head": "classifier"})
+    files.atomic_write_json(run / runs.LABELS, classes)
+    files.atomic_write_json(run / runs.SUMMARY, {"status": "completed", "best_val_acc": acc, "strategy": "lp-ft"})
     if state is not None:
         save_file(state, str(run / runs.BEST))
     return run

@@ -97,9 +97,11 @@ def test_runs_may_go_to_the_app_data_folder(tmp_path):
 def test_a_new_project_saves_its_runs_beside_its_file(tmp_path):
     project = new_project(tmp_path / "pics", data_dir=tmp_path / "data")
     assert project.name == "pics" and project.path is None
-    assert project.config.out == str((tmp_path / "data" / "runs").resolve())
+    out = Path(project.config.out)  # a folder of its own in the app's data folder, until it is saved
+    assert out.parent == (tmp_path / "data" / "unsaved-runs").resolve() and out.name.startswith("pics-")
     saved = save_project(project, tmp_path / "x.tsproj", data_dir=tmp_path / "data")
     assert saved.config.out == str(tmp_path / "runs")
+    assert open_project(saved.path, data_dir=tmp_path / "data").project.config.out == str(tmp_path / "runs")
 
 
 @pytest.mark.parametrize("text, words", [
@@ -156,13 +158,13 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     path = save_project(Project("Old", RunConfig()), tmp_path / "p.tsproj").path
     before = Path(path).read_text(encoding="utf-8")
 
-    import engine.project.runs
+    import engine.files
 
     def broken_write(tmp, text):  # the disk fills up half-way through the write
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engine.project.runs, "atomic_write_text",
-                        lambda p, text: engine.project.runs.atomic_write(p, lambda tmp: broken_write(tmp, text)))
+    monkeypatch.setattr(engine.files, "atomic_write_text",
+                        lambda p, text: engine.files.atomic_write(p, lambda tmp: broken_write(tmp, text)))
     with pytest.raises(ConfigError, match="No space left"):
         save_project(Project("New", RunConfig()), path)
     assert Path(path).read_text(encoding="utf-8") == before

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 import engine.train.trainer
 from conftest import REPO
 from engine import events as ev
+from engine import files
 from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.models.build import build_model
@@ -340,7 +341,7 @@ def test_missing_pictures_are_named_before_anything_changes(stopped_run, tiny_da
     dataset = json.loads((stopped_run / runs.DATASET).read_text())
     for s in dataset["samples"]:
         s["path"] = s["path"].replace(str(tiny_dataset), str(data))
-    runs.atomic_write_json(stopped_run / runs.DATASET, dataset)
+    files.atomic_write_json(stopped_run / runs.DATASET, dataset)
     gone = Path(dataset["samples"][0]["path"])
     gone.unlink()
     rec = Recorder()

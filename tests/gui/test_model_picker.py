@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 import engine.models.build as models
 from engine.models import catalogue
+from engine import files
 from engine.project import runs
 from engine.config import ModelConfig, RunConfig
 from engine.project.library import ModelLibrary
@@ -222,9 +223,9 @@ def test_a_model_trained_before(qtbot, picker, tmp_path, mobilenet_state):
     run = tmp_path / "runs" / "20250101-120000-mobilenet_v2-lp-ft"
     run.mkdir(parents=True)
     (run / runs.CONFIG).write_text("version = 1\n")
-    runs.atomic_write_json(run / runs.MODEL, {"model": "torchvision:mobilenet_v2"})
-    runs.atomic_write_json(run / runs.LABELS, ["ant", "bee"])
-    runs.atomic_write_json(run / runs.SUMMARY, {"status": "completed", "best_val_acc": 0.9})
+    files.atomic_write_json(run / runs.MODEL, {"model": "torchvision:mobilenet_v2"})
+    files.atomic_write_json(run / runs.LABELS, ["ant", "bee"])
+    files.atomic_write_json(run / runs.SUMMARY, {"status": "completed", "best_val_acc": 0.9})
     save_file(mobilenet_state, str(run / runs.BEST))
     picker.select("timm:resnet18")
     qtbot.mouseClick(picker.run_radio, Qt.MouseButton.LeftButton)

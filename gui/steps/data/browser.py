@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel
 
 from engine.data.scan import DatasetIndex
 from gui.steps.data.picture_model import ALL, ClassRole, PathRole, PictureListModel, SplitRole
+from gui.support.jobs import Jobs
 from gui.widgets.preview import PreviewDialog
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader
 
@@ -69,14 +70,16 @@ class PictureGrid(QListView):
 
 
 class DatasetBrowser(QWidget):
-    """Filters, the grid and a count; double-click opens the preview."""
+    """Filters, the grid and a count; double-click opens the preview. Thumbnails and the preview are decoded on a
+    lane of ``jobs`` (the page's job service), or on a service of the browser's own."""
 
     picture_opened = Signal(str)  # path
 
     def __init__(self, loader: ThumbnailLoader | None = None, cache: ThumbnailCache | None = None,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
-        self.loader = loader or ThumbnailLoader(parent=self)
+        self.jobs = jobs.lane(self) if jobs is not None else Jobs(self)
+        self.loader = loader or ThumbnailLoader(parent=self, jobs=self.jobs)
         self.model = PictureListModel(self.loader, cache, self)
         self.preview: PreviewDialog | None = None
 
@@ -195,7 +198,7 @@ class DatasetBrowser(QWidget):
         if not path:
             return
         if self.preview is None:
-            self.preview = PreviewDialog(self)
+            self.preview = PreviewDialog(self, jobs=self.jobs)
         self.preview.show_picture(path, index.data(ClassRole) or "", index.data(SplitRole) or "")
         self.preview.show()
         self.preview.raise_()
@@ -203,3 +206,4 @@ class DatasetBrowser(QWidget):
 
     def shutdown(self) -> None:
         self.loader.shutdown()
+        self.jobs.shutdown()

@@ -22,6 +22,7 @@ from gui.project import ProjectModel
 from gui.steps.data.scan_worker import Prepare, Scanner
 from gui.steps.data.split_controls import SplitControls
 from engine.data.split import resplit
+from gui.support.jobs import Jobs
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader
 
 
@@ -60,7 +61,8 @@ class ScanBar(QWidget):
 
 
 class DataPage(QWidget):
-    """Emits ``status(sentence)`` for the status bar and ``state_changed`` when the step's state should be updated."""
+    """Emits ``status(sentence)`` for the status bar and ``state_changed`` when the step's state should be updated.
+    Scans, thumbnails and the preview run on ``jobs`` (the window's lane for this step), or on the page's own."""
 
     status = Signal(str)
     state_changed = Signal()
@@ -68,10 +70,11 @@ class DataPage(QWidget):
     prepared = Signal(object)  # what a scan's prepare step returned (the demo project), just before its dataset
 
     def __init__(self, project: ProjectModel, thumbnails: ThumbnailLoader | None = None,
-                 cache: ThumbnailCache | None = None, parent: QWidget | None = None) -> None:
+                 cache: ThumbnailCache | None = None, parent: QWidget | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
         self.project = project
-        self.scanner = Scanner(self)
+        self.jobs = jobs if jobs is not None else Jobs(self)
+        self.scanner = Scanner(self, jobs=self.jobs)
         self.error: str = ""  # the last scan's failure, as a sentence
         self.scanning = False
 
@@ -97,7 +100,7 @@ class DataPage(QWidget):
         self.scan_bar.hide()
 
         # the grid
-        self.browser = DatasetBrowser(thumbnails, cache)
+        self.browser = DatasetBrowser(thumbnails, cache, jobs=self.jobs)
 
         # the side: counts, split, health
         self.chart = ClassCountChart()
@@ -193,9 +196,9 @@ class DataPage(QWidget):
         self.scanner.cancel()
 
     def shutdown(self) -> None:
-        """Stop the scan and the thumbnail threads (the window is closing)."""
-        self.scanner.shutdown()
+        """Stop the scan and the thumbnails, and wait for them (the window's job service also does this)."""
         self.browser.shutdown()
+        self.jobs.shutdown()
 
     def _on_scanned(self, index: DatasetIndex, extra) -> None:
         self._scan_ended()

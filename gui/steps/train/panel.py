@@ -10,6 +10,7 @@ import dataclasses
 import html
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGridLayout,
@@ -151,14 +152,18 @@ class AugmentPreview(QDialog):
         self.setWindowTitle("Augmentation preview")
         grid = QGridLayout(self)
         self.views = augmented_views(path, augment, n=8)
+        self.labels: list[QLabel] = []
         for i, array in enumerate(self.views):
+            # The views are permuted tensors (channels last): QImage reads rows of contiguous bytes.
+            array = np.ascontiguousarray(array, dtype=np.uint8)
             h, w, _ = array.shape
             image = QImage(array.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
             label = QLabel()
+            self.labels.append(label)
             label.setPixmap(QPixmap.fromImage(image).scaled(160, 160, Qt.AspectRatioMode.KeepAspectRatio,
                                                             Qt.TransformationMode.SmoothTransformation))
             grid.addWidget(label, i // 4, i % 4)
-        grid.addWidget(QLabel(f"Eight random training views of {path.rsplit('/', 1)[-1]} with the "
+        grid.addWidget(QLabel(f"Eight random training views of {Path(path).name} with the "
                               f"'{augment}' augmentation."), 2, 0, 1, 4)
 
 
@@ -176,6 +181,7 @@ class TrainPanel(QWidget):
         self.last_result: RunResult | None = None
         self.run_dir: str | None = None
         self.dataset = None  # the Data step's scan of the project's pictures, when there is one
+        self.preview_dialog: AugmentPreview | None = None  # the last augmentation preview opened
 
         self.settings = TrainSettings()
         self.settings.changed.connect(self._settings_changed)
@@ -394,18 +400,27 @@ class TrainPanel(QWidget):
     # --- preview ----------------------------------------------------------------------------------------------
 
     def show_preview(self) -> None:
+        """Eight augmented views of the first training picture, in a dialog (``preview_dialog``)."""
         from engine.data.scan import scan
         from engine.errors import UserError
         from engine.data.images import ImageError
 
         if self.base_config is None:
             return
+        source = self.base_config.data.source
         try:
-            index = scan(self.base_config.data.source, verify=False)
-            sample = index.split("train")[0]
-            dialog = AugmentPreview(sample.path, self.settings.augment.currentData(), self)
-        except (UserError, ImageError, IndexError) as exc:
-            QMessageBox.information(self, "Augmentation preview", f"No preview: {exc or 'no training pictures'}")
+            index = self.dataset
+            if index is None or Path(index.root).resolve() != Path(source).resolve():
+                index = scan(source, verify=False)  # the Data step has not scanned this folder
+            train = index.split("train")
+            if not train:
+                QMessageBox.information(self, "Augmentation preview",
+                                        "No preview: the project has no training pictures yet.")
+                return
+            dialog = AugmentPreview(train[0].path, self.settings.augment.currentData(), self)
+        except (UserError, ImageError) as exc:
+            QMessageBox.information(self, "Augmentation preview", f"No preview: {exc}")
             return
+        self.preview_dialog = dialog
         dialog.open()
 
