@@ -76,6 +76,17 @@ class LayerActivity:
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """Work before an epoch can start, with its own progress: computing the frozen layers' outputs once (``what`` is a
+    short phrase such as "computing the frozen layers once"). Sent at most a few times a second and when done."""
+
+    what: str
+    done: int  # pictures (or augmented views) done so far
+    total: int
+    seconds_left: float | None  # None until there is enough to estimate it
+
+
+@dataclass(frozen=True)
 class Log:
     level: str  # "info" or "warning"
     message: str
@@ -97,4 +108,4 @@ class Failed:
     run_dir: str | None
 
 
-Event = RunStarted | PhaseStarted | StepEnded | EpochEnded | LayerActivity | Log | Finished | Failed
+Event = RunStarted | PhaseStarted | Preparing | StepEnded | EpochEnded | LayerActivity | Log | Finished | Failed

@@ -422,6 +422,36 @@ def pretrained_availability(name: str, tag: str | None = None) -> Availability:
                                       "which needs an internet connection.")
 
 
+def weights_problem(name: str, weights: str) -> str | None:
+    """None when ``name`` can start from ``weights`` ("pretrained", "none" or a weight file) on this computer now,
+    without a network; else one sentence that says what is missing and what to do. Quick (local files only): it
+    never opens a connection, so it is safe with the offline switch on. Only "pretrained" needs the catalogue
+    (``all_models``: timm's import on first use)."""
+    if weights == "none":
+        return None
+    if weights != "pretrained":
+        path = Path(weights)
+        if not path.is_file():
+            return (f"The weight file {path.name} is no longer in {path.parent}: import it again, or choose "
+                    "other weights.")
+        return None
+    try:
+        item = info(name)
+    except ModelError as exc:
+        return str(exc)
+    if not item.has_pretrained:
+        return (f"No pretrained weights are published for {item.arch}: import a weight file for it, choose "
+                "another model, or start from random weights.")
+    if pretrained_availability(name).offline:
+        return None
+    if models.offline_mode():
+        return (f"The pretrained weights of {item.arch} are not on this computer, and offline mode is on, so "
+                "they cannot be downloaded: import a weight file, choose a model whose weights are here, or "
+                "start from random weights.")
+    return (f"The pretrained weights of {item.arch} are not on this computer: download them (needs internet), "
+            "import a weight file, or choose a model whose weights are here.")
+
+
 class OfflineIndex:
     """Which models have pretrained weights on this computer, from one look at the caches (for the "available
     offline" filter over the whole catalogue); ``extra`` names models that have other offline weights (imported

@@ -4,11 +4,11 @@ The table shows each model's size, input size, pretrained weight sets, their lic
 computer now; the panel beside it chooses the weights: pretrained (downloaded with a progress bar when there is a
 connection, or found in the local caches), a weight file imported into the app's model library, a model trained in
 an earlier run, or none. Loading the catalogue, counting parameters, downloading and importing all run off the GUI
-thread.
+thread, as jobs of the window's job service (``gui.support.jobs``).
 
 Plug-in API::
 
-    picker = ModelPicker(parent, runs_folder="runs")
+    picker = ModelPicker(parent, runs_folder="runs", jobs=window_jobs)   # jobs: the window's job service, or None
     picker.modelChosen.connect(lambda name, weights: ...)   # "timm:resnet18", "pretrained" | "none" | a file
     picker.set_config(config)                                # show the config's model and weights
 """
@@ -26,17 +26,22 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComb
                                QRadioButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
 from engine.models import catalogue
+from engine.errors import ModelError
+from engine.models.build import OFFLINE_ENV, offline_mode
 from engine.models.catalogue import ModelInfo
 from engine.config import RunConfig
 from engine.project.library import ModelLibrary, TrainedModel, trained_models
-from gui.steps.layers import format_count
-from gui.support.model_builder import BackgroundCall, CatalogueService, ModelBuilder
+from gui.support.dialogs import start_folder
+from gui.support.jobs import Jobs
+from gui.support.model_builder import CatalogueService, ModelBuilder
+from gui.widgets.format import format_count
 
 NAME, PARAMS, INPUT, WEIGHTS, LICENCE, OFFLINE = range(6)
 COLUMNS = ("Model", "Parameters", "Input", "Pretrained weights", "Licence", "Weights offline")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 NAME_ROLE = Qt.ItemDataRole.UserRole + 2
 SEARCH_DELAY_MS = 150  # typing pauses this long before the table filters again
+IMPORT = "import"  # the kind of the picker's own jobs (the builder and the catalogue run on lanes of their own)
 
 # Okabe-Ito: bluish green for "ready offline", vermillion for "needs a download or has none".
 READY = QColor("#009E73")
@@ -64,6 +69,7 @@ class CatalogueTableModel(QAbstractTableModel):
         self._counts: dict[str, int | None] = {}
         self._offline: dict[str, str] = {}
         self._wanted: list[str] = []
+        self.project_model: str | None = None  # the project's model (its row says so on hover)
         self._ask = QTimer(self)
         self._ask.setSingleShot(True)
         self._ask.setInterval(0)
@@ -143,7 +149,8 @@ class CatalogueTableModel(QAbstractTableModel):
             return font
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == NAME:
-                return f"{item.name}" + (f"\nRecommended: {item.recommended}" if item.recommended else "")
+                return f"{item.name}" + (f"\nRecommended: {item.recommended}" if item.recommended else "") + (
+                    "\nThis project's model." if item.name == self.project_model else "")
             if column == PARAMS:
                 return "Parameters with the model's original classifier; with your classes it differs slightly."
             if column == WEIGHTS:
@@ -183,10 +190,14 @@ class ModelPicker(QWidget):
 
     modelChosen = Signal(str, str)
     catalogueLoaded = Signal()
+    catalogueFailed = Signal(str)  # the sentence that says why the catalogue could not be loaded
+    weightsArrived = Signal()  # pretrained weights were downloaded: which models work offline has changed
 
     def __init__(self, parent=None, runs_folder: str | os.PathLike | None = None,
-                 library: ModelLibrary | None = None, cache_dir: str | os.PathLike | None = None) -> None:
+                 library: ModelLibrary | None = None, cache_dir: str | os.PathLike | None = None,
+                 jobs: Jobs | None = None) -> None:
         super().__init__(parent)
+        self.jobs = Jobs(self, service=jobs)
         self.library = library or ModelLibrary()
         self.runs_folder = Path(runs_folder) if runs_folder is not None else Path(RunConfig().out)
         self._all: tuple[ModelInfo, ...] = ()
@@ -194,7 +205,6 @@ class ModelPicker(QWidget):
         self._imports = []
         self._runs: list[TrainedModel] = []
         self._pending_choice: tuple[str, str] | None = None
-        self._calls: set[BackgroundCall] = set()
         self._status: dict[str, str] = {}  # model name -> key of OFFLINE_TEXT
         self._choose_after_download = False
         self._just_downloaded = False  # keep the download's message when the choice follows it
@@ -371,14 +381,16 @@ class ModelPicker(QWidget):
         layout.addLayout(filters)
         layout.addWidget(splitter, 1)
 
-        self.builder = ModelBuilder(self)
+        self.builder = ModelBuilder(self, jobs=self.jobs)
         self.builder.progress.connect(self._download_progress)
         self.builder.downloaded.connect(self._downloaded)
         self.builder.failed.connect(self._download_failed)
         self.builder.busyChanged.connect(self._busy_changed)
 
-        self.service = CatalogueService(self, cache_dir)
+        self.service = CatalogueService(self, cache_dir, jobs=self.jobs)
         self.service.loaded.connect(self._catalogue_loaded)
+        self.service.failed.connect(self.count_label.setText)
+        self.service.failed.connect(self.catalogueFailed)
         self.service.counted.connect(self.table_model.set_count)
         self.service.counted.connect(self._counted)
         self.table_model.countsWanted.connect(self.service.want)
@@ -392,12 +404,22 @@ class ModelPicker(QWidget):
         self.refresh_offline()
 
     def set_config(self, config: RunConfig) -> None:
-        """Select the config's model and weight source (once the catalogue has loaded)."""
+        """Select the config's model and weight source (once the catalogue has loaded). The config's model is the
+        project's: its row stays in the table whatever the filters (unless the user searches for something else)."""
         self.runs_folder = Path(config.out)
         self._pending_choice = (config.model.name, config.model.weights)
+        try:
+            self.table_model.project_model = catalogue.base_name(config.model.name)
+        except ModelError:  # not a model name at all: the Model step says so
+            self.table_model.project_model = None
         if self._all:
             self.refresh_offline()
+            self.refilter()
             self._apply_pending()
+
+    def catalogue_ready(self) -> bool:
+        """Whether the catalogue has loaded (until then nothing is selected, and availability is not known)."""
+        return bool(self._all)
 
     def select(self, name: str) -> bool:
         """Select ``name`` in the table, clearing the filters when it is hidden; False for an unknown model."""
@@ -473,10 +495,8 @@ class ModelPicker(QWidget):
         architecture = self._current.name
         self._say(f"Importing {Path(path).name} ...")
         self.import_button.setEnabled(False)
-        call = BackgroundCall(lambda: self.library.import_file(path, architecture), self)
-        self._calls.add(call)
-        call.result.connect(lambda entry, c=call: self._imported(entry, c))
-        call.failed.connect(lambda message, c=call: self._import_failed(message, c))
+        self.jobs.start(IMPORT, lambda progress, stop: self.library.import_file(path, architecture), self._imported,
+                        on_error=self._import_failed, what="Importing the weight file")
 
     def refilter(self) -> None:
         if not self._all:
@@ -490,9 +510,18 @@ class ModelPicker(QWidget):
         if self.recommended_check.isChecked():
             order = {name: i for i, (name, _) in enumerate(catalogue.RECOMMENDED)}
             items.sort(key=lambda i: order.get(i.name, len(order)))
+        matches = len(items)
+        # The project's model is always listed (first), even when a filter would hide it, unless the user searches.
+        own = self.table_model.project_model
+        source = self.source_combo.currentData()
+        if own and not self.search_edit.text().strip() and all(i.name != own for i in items):
+            item = next((i for i in self._all if i.name == own), None)
+            if item is not None and (not source or item.source == source):
+                items.insert(0, item)
         keep = self._current.name if self._current else None
         self.table_model.set_items(items)
-        self.count_label.setText(f"{len(items)} of {len(self._all)} models" + (
+        self.count_label.setText(f"{matches} of {len(self._all)} models" + (
+            ", and this project's model" if len(items) > matches else "") + (
             "" if items else " \u2014 nothing matches: clear the search or the filters."))
         if keep and not self._select_quietly(keep) and items:
             self.table.setCurrentIndex(self.proxy.index(0, NAME))
@@ -530,8 +559,8 @@ class ModelPicker(QWidget):
     def _catalogue_loaded(self, models) -> None:
         self._all = tuple(models)
         self.refresh_offline()
+        self._set_details_enabled(True)  # before the first row is shown, which then disables what does not apply
         self.refilter()
-        self._set_details_enabled(True)
         self._apply_pending()
         if self._current is None and self.proxy.rowCount():
             self.table.setCurrentIndex(self.proxy.index(0, NAME))
@@ -650,14 +679,23 @@ class ModelPicker(QWidget):
             licence_text = f" Licence: {licence}." if licence else " The licence is not stated in its configuration."
             self.availability_label.setText(mark + html.escape(text + licence_text))
             self.download_button.setVisible(not availability.offline and not downloading)
-            self.download_button.setEnabled(pretrained)
+            offline = offline_mode()
+            self.download_button.setEnabled(pretrained and not offline)
+            self.download_button.setToolTip(
+                f"Offline mode is on ({OFFLINE_ENV}=1): nothing is downloaded." if offline else
+                "Fetch the pretrained weights into the local cache, so that they work offline afterwards.")
         else:
             self.availability_label.setText(f"No pretrained weights are published for {item.arch}.")
             self.download_button.setVisible(False)
-        self.use_button.setEnabled(self.choice() is not None and not downloading)
         needs_download = pretrained and item.has_pretrained and not availability.offline
-        self.use_button.setText("Download and use this model" if needs_download else "Use this model")
-        if source == 1 and self.file_combo.currentData() is None:
+        cannot_download = needs_download and offline_mode()
+        self.use_button.setEnabled(self.choice() is not None and not downloading and not cannot_download)
+        self.use_button.setText("Download and use this model" if needs_download and not cannot_download
+                                else "Use this model")
+        if cannot_download:
+            self.use_button.setToolTip("Offline mode is on, so these weights cannot be downloaded: import a weight "
+                                       "file, or choose a model whose weights are on this computer.")
+        elif source == 1 and self.file_combo.currentData() is None:
             self.use_button.setToolTip("Import a weight file for this model first.")
         elif source == 2 and self.run_combo.currentData() is None:
             self.use_button.setToolTip("There is no earlier run of this model to start from.")
@@ -675,21 +713,29 @@ class ModelPicker(QWidget):
         self.message_label.setVisible(bool(text))
 
     def _ask_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a weight file", str(Path.home()),
+        path, _ = QFileDialog.getOpenFileName(self, "Import a weight file", start_folder(self),
                                               "Weight files (*.safetensors *.pth *.pt *.bin)")
         if path:
             self.import_file(path)
 
-    def _imported(self, entry, call) -> None:
-        self._calls.discard(call)
+    def _imported(self, entry) -> None:
+        """The imported file becomes the project's weights at once (importing it says that is what the user
+        wants): no second click on *Use this model*."""
         self.import_button.setEnabled(True)
         self.refresh_offline()
+        if entry.architecture and (self._current is None or self._current.name != catalogue.base_name(
+                entry.architecture)):
+            self.select(entry.architecture)  # the user looked at another model while the file was imported
         self.file_radio.setChecked(True)
-        self.file_combo.setCurrentIndex(max(0, self.file_combo.findData(entry.path)))
-        self._say(f"{entry.label} was imported into the model library.")
+        index = self.file_combo.findData(entry.path)
+        if index < 0:
+            self._say(f"{entry.label} was imported into the model library.")
+            return
+        self.file_combo.setCurrentIndex(index)
+        self.choose()
+        self._say(f"{entry.label} was imported into the model library; this project now starts from it.")
 
-    def _import_failed(self, message: str, call) -> None:
-        self._calls.discard(call)
+    def _import_failed(self, message: str) -> None:
         self.import_button.setEnabled(True)
         self._say(message, error=True)
 
@@ -704,6 +750,7 @@ class ModelPicker(QWidget):
 
     def _downloaded(self, where: str) -> None:
         self.refresh_offline()
+        self.weightsArrived.emit()
         self._say("The pretrained weights are now on this computer; they also work offline from now on.")
         if self._choose_after_download:
             self._choose_after_download = False
