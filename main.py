@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="a run folder")
     evaluate.add_argument("--data", help="evaluate every picture of this folder instead (same class names)")
     evaluate.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     predict = sub.add_parser("predict", help="predict the class of pictures or of every picture in folders",
                              description="Predict pictures with a run's model (or an exported bundle folder).")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=3, metavar="K", help="how many classes to list (default 3)")
     predict.add_argument("--heatmaps", metavar="DIR", help="also save each picture (at most 1024 pixels wide or "
                          "high) with its heat map (class-activation map) laid over it into this folder")
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     export = sub.add_parser("export", help="export a run's model (bundle, ONNX or TorchScript) with a model card",
                             description="Export a run's model, check it against PyTorch on validation pictures, "
@@ -366,7 +366,7 @@ def cmd_predict(args) -> int:
     from pathlib import Path
 
     from engine.errors import UserError
-    from engine.results.predict import heat_map, load_run_model, predict_paths, write_csv
+    from engine.results.predict import heat_map, load_run_model, predict_paths, summary_line, write_csv
 
     if args.top < 1:
         raise UserError("--top must be at least 1.")
@@ -385,7 +385,8 @@ def cmd_predict(args) -> int:
             print(f"{r.path}: {r.error}", file=sys.stderr if args.csv else sys.stdout)
         elif not args.csv:
             others = ", ".join(f"{c} {p:.3f}" for c, p in r.top[1:])
-            print(f"{r.path}: {r.class_name} {r.confidence:.3f}" + (f" ({others})" if others else ""))
+            truth = "" if r.correct is None else f" [true class {r.true_class}: {'right' if r.correct else 'wrong'}]"
+            print(f"{r.path}: {r.class_name} {r.confidence:.3f}" + (f" ({others})" if others else "") + truth)
     maps = 0
     if args.heatmaps:
         from engine.results.cam import overlay
@@ -409,8 +410,7 @@ def cmd_predict(args) -> int:
             target = folder / f"{name}.png"
             atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
             maps += 1
-    failed = len(rows) - len(good)
-    line = f"{_plural(len(rows), 'picture')}: {len(good)} predicted, {failed} could not be read"
+    line = summary_line(rows, unreadable_always=True)
     if args.csv:
         line += f"; CSV written to {csv_path}"
     if maps:

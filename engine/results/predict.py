@@ -7,6 +7,8 @@ is refused with a sentence), so no pickled code is ever run.
 
 ``predict_paths(bundle, paths)`` returns one ``Prediction`` per picture, in order: folders are opened (pictures in
 sub-folders too, sorted by path); a picture that cannot be read gives a row with an ``error`` sentence, not a crash.
+When a given folder sorts its pictures into sub-folders named like the model's classes (``new/ants/1.jpg``), each
+such picture's ``true_class`` is known (``true_class_of``), and ``summary_line`` adds the accuracy over them.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from engine.project import runs
 from engine.errors import ModelError, UserError
 from engine.data.images import ImageError, is_image_path, load_rgb
 
-__all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", "expand_paths", "heat_map",
-           "infer", "load_run_model", "predict_paths", "resolve_device", "write_csv"]
+__all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", "Tally", "accuracy_words",
+           "expand_paths", "heat_map", "infer", "load_run_model", "plural", "predict_paths", "summary_line",
+           "tally", "true_class_of", "write_csv"]
 
 BUNDLE_WEIGHTS = "model.safetensors"
 BATCH_SIZE = 32
@@ -77,6 +80,14 @@ class Prediction:
     confidence: float | None = None  # the probability of the predicted class
     top: tuple[tuple[str, float], ...] = ()  # the k most probable classes, most probable first
     error: str | None = None
+    true_class: str | None = None  # the class its folder names, when a given folder sorts pictures by class
+
+    @property
+    def correct(self) -> bool | None:
+        """Whether the prediction is the true class: None when either is unknown."""
+        if self.true_class is None or self.class_name is None:
+            return None
+        return self.class_name == self.true_class
 
 
 @dataclass(frozen=True)
@@ -85,18 +96,6 @@ class HeatMap:
     class_index: int
     class_name: str
     probability: float
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"'{spec}' is not a device: choose auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("A CUDA GPU was chosen, but none is available on this computer: choose the CPU.")
-    return device
 
 
 def _read_json(path: Path, what: str):
@@ -142,6 +141,7 @@ def load_run_model(path: str | os.PathLike, device: str = "auto") -> ModelBundle
         raise UserError(f"{folder / runs.MODEL} is incomplete: train or export the model again.")
     from engine.models.build import build_model
     from engine.models.weights import read_weight_file
+    from engine.train.runtime import resolve_device  # the one reading of a device setting, training's too
 
     torch_device = resolve_device(device)
     built = build_model(architecture, "none", len(classes), allow_download=False)
@@ -179,6 +179,32 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | No
         else:
             items.append((str(p), "The file does not exist."))
     return items
+
+
+def true_class_of(path: str | os.PathLike, roots: Iterable[str | os.PathLike], classes: Sequence[str]) -> str | None:
+    """The class named by the nearest folder above ``path`` whose name is one of ``classes`` (case-insensitive; an
+    exact match wins), looking only at the sub-folders of the given folder (of ``roots``) that holds the picture, not
+    at that folder itself nor above it: ``new/ants/1.jpg`` given ``new`` is an ant, given ``new/ants`` it is unknown.
+    None when no such sub-folder names a class (or the picture is in none of ``roots``)."""
+    exact = {c: c for c in classes}
+    folded: dict[str, str | None] = {}
+    for c in classes:  # two classes differing only in case: a folder name in a third case names neither
+        folded[c.casefold()] = None if c.casefold() in folded else c
+    picture = Path(os.path.abspath(Path(path).expanduser()))
+    best: Path | None = None  # the deepest given folder that holds the picture
+    for root in roots:
+        root = Path(os.path.abspath(Path(root).expanduser()))
+        if root != picture and root in picture.parents and (best is None or len(root.parts) > len(best.parts)):
+            best = root
+    if best is None:
+        return None
+    for folder in picture.parents:
+        if folder == best:
+            return None
+        found = exact.get(folder.name) or folded.get(folder.name.casefold())
+        if found is not None:
+            return found
+    return None
 
 
 def _walk(folder: Path):
@@ -234,21 +260,74 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathL
     """One Prediction per picture (folders opened), in order, with the ``top_k`` most probable classes."""
     if top_k < 1:
         raise UserError("The number of classes to show (top k) must be at least 1.")
-    items = expand_paths(paths_or_folders)
+    given = list(paths_or_folders)
+    items = expand_paths(given)
+    roots = [Path(g).expanduser() for g in given if Path(g).expanduser().is_dir()]
+    truth = [true_class_of(path, roots, bundle.classes) if roots else None for path, _ in items]
     readable = [i for i, (_, error) in enumerate(items) if error is None]
     probs, errors = infer(bundle, [items[i][0] for i in readable], batch_size=batch_size, on_progress=on_progress,
                           stop=stop)
-    rows: list[Prediction] = [Prediction(path, error=error) for path, error in items]
+    rows: list[Prediction] = [Prediction(path, error=error, true_class=truth[i])
+                              for i, (path, error) in enumerate(items)]
     k = min(top_k, len(bundle.classes))
     for row_index, p, error in zip(readable, probs, errors):
         path = items[row_index][0]
         if error is not None:
-            rows[row_index] = Prediction(path, error=error)
+            rows[row_index] = Prediction(path, error=error, true_class=truth[row_index])
             continue
         order = np.argsort(-p, kind="stable")[:k]
         top = tuple((bundle.classes[j], float(p[j])) for j in order)
-        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top)
+        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index])
     return rows
+
+
+# --- summary --------------------------------------------------------------------------------------------------
+
+
+def plural(n: int, noun: str, many: str = "") -> str:
+    """'1 picture', '2 pictures', '1,000 pictures'."""
+    return f"1 {noun}" if n == 1 else f"{n:,} {many or noun + 's'}"
+
+
+@dataclass(frozen=True)
+class Tally:
+    total: int  # rows
+    predicted: int  # rows that were read and predicted
+    unreadable: int
+    known: int  # predicted rows whose true class is known
+    right: int  # of those, predicted correctly
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.known if self.known else None
+
+
+def tally(predictions: Sequence[Prediction]) -> Tally:
+    predicted = [p for p in predictions if p.error is None]
+    known = [p for p in predicted if p.correct is not None]
+    return Tally(len(predictions), len(predicted), len(predictions) - len(predicted), len(known),
+                 sum(bool(p.correct) for p in known))
+
+
+def accuracy_words(t: Tally) -> str:
+    """'accuracy 87 % on 30 pictures whose folder names their class', or '' when no true class is known."""
+    if not t.known:
+        return ""
+    return (f"accuracy {100 * t.accuracy:.0f} % on {plural(t.known, 'picture')} whose folder names "
+            f"{'its' if t.known == 1 else 'their'} class")
+
+
+def summary_line(predictions: Sequence[Prediction], unreadable_always: bool = False) -> str:
+    """'4 pictures: 3 predicted, 1 could not be read; accuracy 67 % on 3 pictures whose folder names their class',
+    '1 picture predicted' when every picture was read (unless ``unreadable_always``: '1 picture: 1 predicted, 0 could
+    not be read', the command line's fixed form)."""
+    t = tally(predictions)
+    if t.unreadable or unreadable_always:
+        line = f"{plural(t.total, 'picture')}: {t.predicted} predicted, {t.unreadable} could not be read"
+    else:
+        line = f"{plural(t.total, 'picture')} predicted"
+    accuracy = accuracy_words(t)
+    return f"{line}; {accuracy}" if accuracy else line
 
 
 def heat_map(bundle: ModelBundle, picture, target_class: int | None = None) -> HeatMap:
@@ -265,7 +344,8 @@ def heat_map(bundle: ModelBundle, picture, target_class: int | None = None) -> H
 
 def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k: int | None = None) -> Path:
     """Write the predictions as CSV (atomically): path, prediction, confidence, then top2, top2_confidence, ...,
-    and error (empty for pictures that were read)."""
+    and error (empty for pictures that were read); when any picture's true class is known, then also true_class and
+    correct (yes, no, or empty where unknown) at the end."""
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise UserError(f"The folder {path.parent} for the CSV file does not exist: create it or choose another.")
@@ -274,6 +354,9 @@ def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k:
     for i in range(2, k + 1):
         header += [f"top{i}", f"top{i}_confidence"]
     header.append("error")
+    truth = any(p.true_class is not None for p in predictions)
+    if truth:
+        header += ["true_class", "correct"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -282,6 +365,8 @@ def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k:
         for i in range(1, k):
             row += [p.top[i][0], f"{p.top[i][1]:.6f}"] if i < len(p.top) else ["", ""]
         row.append(p.error or "")
+        if truth:
+            row += [p.true_class or "", {True: "yes", False: "no", None: ""}[p.correct]]
         writer.writerow(row)
     try:
         files.atomic_write_text(path, buffer.getvalue())

@@ -18,26 +18,33 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPalette, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontInfo, QFontMetrics, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout,
                                QHeaderView, QLabel, QProgressBar, QPushButton, QSizePolicy, QSplitter,
-                               QStackedWidget, QStyle, QStyledItemDelegate, QTableView, QTableWidget,
+                               QStackedWidget, QStyle, QStyledItemDelegate, QStyleOptionHeader, QTableView,
+                               QTableWidget,
                                QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from engine.project import runs
 from engine.results.cam import viridis
 from engine.results.evaluate import SPLIT_NAMES, Evaluation, SplitEvaluation, evaluate_run, load_evaluation
 from gui import style
+from gui.support.dialogs import start_folder
 from gui.support.jobs import Jobs, ModelCache
 from gui.widgets.pictures import (KeyRole, Gallery, PictureItem, PictureItemsModel, PicturePanel, error_html,
                                 file_name, percent)
+from gui.widgets.run_chooser import RunChooser, has_weights
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader
 
 OKABE_BLUE, OKABE_VERMILLION, OKABE_GREY = "#0072B2", "#D55E00", "#999999"
-STATUS_WORDS = {"completed": "completed", "stopped": "stopped early", "failed": "failed",
-                "running": "running or crashed", "unknown": "unknown state"}
-MATRIX_STRETCH_UP_TO = 8  # classes: up to this many, the matrix fills its box; more, and it scrolls
-MATRIX_CELL = 46  # pixels per cell when it scrolls
+MATRIX_STRETCH_UP_TO = 8  # classes: up to this many, each cell shows its share too (when there is room)
+MATRIX_CELL = 46  # pixels per cell before the cells are stretched or shrunk to fill the matrix's box
+MATRIX_MIN_CELL = 8  # pixels: cells shrink to fit their box down to this (30 classes fit at 1280x800)
+HEADER_MAX = 120  # pixels: the most a class-name header takes across (the columns' height, the rows' width)
+HEADER_SHARE = 0.3, 0.22  # ... and at most this share of the matrix's height (columns) or width (rows), for a
+# few classes and for many
+SMALLEST_FONT = 7  # pixels: text smaller than this is left out of a cell (its tooltip still tells)
+MANY_CLASSES = 12  # more classes than this: the matrix gets most of the left pane
 GALLERY_THUMB = 96
 MISTAKE_THUMB = 64
 METRIC_TIPS = {
@@ -54,36 +61,6 @@ def split_words(name: str, evaluation: Evaluation | None = None) -> str:
     if name == "data" and evaluation is not None:
         return f"the folder {Path(evaluation.data).name}"
     return SPLIT_NAMES.get(name, name)
-
-
-def run_label(info: runs.RunInfo) -> str:
-    best = f", best {percent(info.best_val_acc)}" if info.best_val_acc is not None else ""
-    model = info.model.split(":", 1)[-1] if info.model else ""
-    details = ", ".join(x for x in (model, info.strategy) if x)
-    return (f"{Path(info.path).name}  -  {STATUS_WORDS.get(info.status, info.status)}{best}"
-            + (f"  ({details})" if details else ""))
-
-
-def has_weights(path: str) -> bool:
-    return (Path(path) / runs.BEST).is_file()
-
-
-def fill_run_combo(combo: QComboBox, infos: list[runs.RunInfo], keep: str | None) -> None:
-    """List the runs in ``combo`` (without signals) and choose ``keep`` when it is among them, else the newest
-    completed run that has its weights (the Evaluate and the Predict & Export steps list runs alike)."""
-    combo.blockSignals(True)
-    combo.clear()
-    for info in infos:
-        combo.addItem(run_label(info), info.path)
-        combo.setItemData(combo.count() - 1, info.path, Qt.ItemDataRole.ToolTipRole)
-    paths = [i.path for i in infos]
-    if keep in paths:
-        row = paths.index(keep)
-    else:
-        done = [i for i, info in enumerate(infos) if info.status == "completed" and has_weights(info.path)]
-        row = done[0] if done else (0 if infos else -1)
-    combo.setCurrentIndex(row)
-    combo.blockSignals(False)
 
 
 def calibration_words(split: SplitEvaluation) -> str:
@@ -157,10 +134,12 @@ class ConfusionModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             true, said = self.classes[t], self.classes[p]
             total = int(self.counts[t].sum())
+            text = f"True {true}, predicted {said}: {count} picture{'' if count == 1 else 's'}"
             if t == p:
-                text = f"{count} of the {total} pictures of '{true}' were recognised ({percent(share, 0)})."
+                text += f"\n{count} of the {total} pictures of '{true}' were recognised ({percent(share, 0)})."
             else:
-                text = f"{count} of the {total} pictures of '{true}' were taken for '{said}' ({percent(share, 0)})."
+                text += (f"\n{count} of the {total} pictures of '{true}' were taken for '{said}' "
+                         f"({percent(share, 0)}).")
             return text + ("\nClick to see them." if count else "")
         if role == self.ShareRole:
             return share
@@ -173,9 +152,105 @@ class ConfusionModel(QAbstractTableModel):
             return self.classes[section]
         if role == Qt.ItemDataRole.ToolTipRole:
             if orientation == Qt.Orientation.Horizontal:
-                return f"Pictures the model called '{self.classes[section]}'."
-            return f"Pictures that really are '{self.classes[section]}'."
+                return f"{self.classes[section]}\nColumn: the pictures the model called '{self.classes[section]}'."
+            return f"{self.classes[section]}\nRow: the pictures that really are '{self.classes[section]}'."
         return None
+
+
+def abbreviate(name: str, metrics: QFontMetrics, width: int) -> str:
+    """``name`` as it fits in ``width`` pixels: whole; else each word cut to its first letters and a dot ("outdoor
+    swimming pool" -> "outd. swim. pool"), as long as they can be; else cut at the end with an ellipsis."""
+    if metrics.horizontalAdvance(name) <= width:
+        return name
+    words = name.replace("_", " ").split()
+    if len(words) > 1:
+        for keep in range(max(len(w) for w in words) - 1, 1, -1):
+            short = " ".join(w if len(w) <= keep + 1 else w[:keep] + "." for w in words)
+            if metrics.horizontalAdvance(short) <= width:
+                return short
+    return metrics.elidedText(name, Qt.TextElideMode.ElideRight, max(0, width))
+
+
+def _fitting_font(base: QFont, pixels: int) -> QFont:
+    """``base`` no taller than ``pixels`` (never below SMALLEST_FONT)."""
+    font = QFont(base)
+    size = QFontInfo(base).pixelSize()
+    if size > pixels:
+        font.setPixelSize(max(SMALLEST_FONT, pixels))
+    return font
+
+
+class _ClassHeader(QHeaderView):
+    """The matrix's class names: columns written bottom-to-top, rows left-to-right, in a font that shrinks with the
+    cells, abbreviated when they do not fit (the full name is in the tooltip); the chosen cell's row and column are
+    bold."""
+
+    def __init__(self, orientation: Qt.Orientation, parent: QWidget | None = None) -> None:
+        super().__init__(orientation, parent)
+        self.setSectionsClickable(True)
+        self.setHighlightSections(True)
+        self.setMinimumSectionSize(MATRIX_MIN_CELL)
+        self.setDefaultSectionSize(MATRIX_CELL)
+        self.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+
+    def _names(self) -> list[str]:
+        model = self.model()
+        if model is None:
+            return []
+        return [str(model.headerData(i, self.orientation()) or "") for i in range(self.count())]
+
+    def _extent(self) -> int:
+        """How far the header reaches across its sections: the longest name, within limits."""
+        names = self._names()
+        if not names:
+            return 0
+        longest = max(self.fontMetrics().horizontalAdvance(n) for n in names) + 12
+        view = self.parentWidget()
+        room = (view.height() if self.orientation() == Qt.Orientation.Horizontal else view.width()) if view else 0
+        share = HEADER_SHARE[self.count() > MANY_CLASSES]
+        limit = HEADER_MAX if room <= 0 else min(HEADER_MAX, max(40, int(share * room)))
+        return min(longest, limit)
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        if self.orientation() == Qt.Orientation.Horizontal:
+            hint.setHeight(max(self.fontMetrics().height() + 6, self._extent()))
+        else:
+            hint.setWidth(self._extent())
+        return hint
+
+    def paintSection(self, painter: QPainter, rect: QRect, section: int) -> None:
+        if not rect.isValid():
+            return
+        painter.save()
+        option = QStyleOptionHeader()
+        self.initStyleOption(option)
+        option.rect = rect
+        option.section = section
+        option.text = ""
+        self.style().drawControl(QStyle.ControlElement.CE_HeaderSection, option, painter, self)
+        horizontal = self.orientation() == Qt.Orientation.Horizontal
+        across = rect.width() if horizontal else rect.height()  # the section's size: the font fits in it
+        font = _fitting_font(self.font(), across - 3)
+        current = self.selectionModel().currentIndex() if self.selectionModel() else QModelIndex()
+        if current.isValid() and section == (current.column() if horizontal else current.row()):
+            font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(self.palette().color(QPalette.ColorRole.ButtonText))
+        metrics = QFontMetrics(font)
+        name = str(self.model().headerData(section, self.orientation()) or "")
+        if metrics.height() <= across + 2:
+            if horizontal:  # bottom-to-top, starting next to the matrix
+                painter.translate(rect.left(), rect.bottom() + 1)
+                painter.rotate(-90)
+                box = QRect(4, 0, rect.height() - 8, rect.width())
+                painter.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                                 abbreviate(name, metrics, box.width()))
+            else:
+                box = rect.adjusted(4, 0, -4, 0)
+                painter.drawText(box, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                                 abbreviate(name, metrics, box.width()))
+        painter.restore()
 
 
 class _CellDelegate(QStyledItemDelegate):
@@ -188,11 +263,24 @@ class _CellDelegate(QStyledItemDelegate):
         if background is not None:
             painter.fillRect(rect, background)
         painter.setPen(index.data(Qt.ItemDataRole.ForegroundRole) or option.palette.color(QPalette.ColorRole.Text))
+        # What fits: the count and its share, the count alone (in a smaller font if need be), or nothing (small
+        # cells of many classes: the colour and the tooltip tell).
+        lines = (index.data(Qt.ItemDataRole.DisplayRole) or "").split("\n")
         font = QFont(option.font)
         if index.row() == index.column():
             font.setBold(True)
-        painter.setFont(font)
-        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, index.data(Qt.ItemDataRole.DisplayRole) or "")
+        metrics = QFontMetrics(font)
+        fits = lambda m, texts: (len(texts) * m.height() <= rect.height() - 2  # noqa: E731
+                                 and max(m.horizontalAdvance(t) for t in texts) <= rect.width() - 2)
+        if not fits(metrics, lines):
+            lines = lines[:1]
+            font = _fitting_font(font, rect.height() - 2)
+            metrics = QFontMetrics(font)
+            if not fits(metrics, lines):
+                lines = []
+        if lines:
+            painter.setFont(font)
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "\n".join(lines))
         if option.state & QStyle.StateFlag.State_Selected:
             pen = QPen(option.palette.color(QPalette.ColorRole.Highlight), 3)
             pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
@@ -234,18 +322,18 @@ class ConfusionView(QWidget):
         super().__init__(parent)
         self.model = ConfusionModel(self)
         self.table = QTableView()
+        self.table.setHorizontalHeader(_ClassHeader(Qt.Orientation.Horizontal, self.table))
+        self.table.setVerticalHeader(_ClassHeader(Qt.Orientation.Vertical, self.table))
         self.table.setModel(self.model)
         self.table.setItemDelegate(_CellDelegate(self.table))
+        self.table.setMinimumSize(80, 80)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setShowGrid(True)
         self.table.setCornerButtonEnabled(False)
         self.table.setAccessibleName("Confusion matrix")
         self.table.setToolTip("")
-        for header in (self.table.horizontalHeader(), self.table.verticalHeader()):
-            header.setHighlightSections(True)
-            header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.table.horizontalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.selectionModel().currentChanged.connect(lambda *_: self._repaint_headers())
         self.table.clicked.connect(lambda index: self.cellChosen.emit(index.row(), index.column()))
         self.table.selectionModel().currentChanged.connect(self._current_changed)
         top = QLabel("The model's answer \u2192")
@@ -264,13 +352,13 @@ class ConfusionView(QWidget):
         grid.addLayout(row, 1)
 
     def set_matrix(self, classes, confusion) -> None:
+        """Show the matrix; its cells share the box evenly (down to MATRIX_MIN_CELL pixels, then it scrolls)."""
         self.model.set_matrix(classes, confusion)
-        stretch = len(classes) <= MATRIX_STRETCH_UP_TO
-        mode = QHeaderView.ResizeMode.Stretch if stretch else QHeaderView.ResizeMode.Fixed
+        self.table.updateGeometry()
+
+    def _repaint_headers(self) -> None:
         for header in (self.table.horizontalHeader(), self.table.verticalHeader()):
-            header.setSectionResizeMode(mode)
-            header.setDefaultSectionSize(MATRIX_CELL)
-        self.table.horizontalHeader().setMinimumSectionSize(40)
+            header.viewport().update()
 
     def _current_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid() and (current.row(), current.column()) != (previous.row(), previous.column()):
@@ -358,25 +446,19 @@ class EvaluatePage(QWidget):
     def __init__(self, jobs: Jobs | None = None, cache: ModelCache | None = None, parent: QWidget | None = None,
                  thumbnails: ThumbnailCache | None = None) -> None:
         super().__init__(parent)
-        self.jobs = jobs or Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
         self.cache = cache or ModelCache()
-        self.runs_folder: Path | None = None
-        self.infos: list[runs.RunInfo] = []
         self.evaluation: Evaluation | None = None
         self.split: SplitEvaluation | None = None
         self.current_cell: tuple[int, int] | None = None
         self._shown_run: str | None = None
-        self.loader = ThumbnailLoader(GALLERY_THUMB, parent=self)
+        self.loader = ThumbnailLoader(GALLERY_THUMB, parent=self, jobs=self.jobs)
         thumbnails = thumbnails or ThumbnailCache(600)
-        self.small_loader = ThumbnailLoader(MISTAKE_THUMB, parent=self)
+        self.small_loader = ThumbnailLoader(MISTAKE_THUMB, parent=self, jobs=self.jobs)
 
         # -- the top bar: which run, which pictures, Evaluate / Cancel
-        self.run_combo = QComboBox()
-        self.run_combo.setToolTip("The trained model to evaluate: each run of this project, newest first.")
-        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.run_combo.setMinimumContentsLength(30)
-        self.refresh_button = QPushButton(style.icon("refresh"), "")
-        self.refresh_button.setToolTip("Read the project's runs folder again.")
+        self.run_chooser = RunChooser("The trained model to evaluate: each run of this project, newest first.")
+        self.run_combo, self.refresh_button = self.run_chooser.combo, self.run_chooser.refresh_button
         self.split_combo = QComboBox()
         self.split_combo.setToolTip("Which pictures the numbers below are about: the validation pictures the run "
                                     "was checked on while training, or its test pictures (never seen in training), "
@@ -479,8 +561,7 @@ class EvaluatePage(QWidget):
 
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Model:"))
-        bar.addWidget(self.run_combo, 1)
-        bar.addWidget(self.refresh_button)
+        bar.addWidget(self.run_chooser, 1)
         bar.addSpacing(12)
         bar.addWidget(QLabel("Pictures:"))
         bar.addWidget(self.split_combo)
@@ -500,8 +581,8 @@ class EvaluatePage(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.body, 1)
 
-        self.run_combo.currentIndexChanged.connect(self._run_chosen)
-        self.refresh_button.clicked.connect(lambda: self.refresh_runs())
+        self.run_chooser.runChosen.connect(self._run_chosen)
+        self.run_chooser.refreshRequested.connect(self.refresh_runs)
         self.split_combo.currentIndexChanged.connect(self._split_chosen)
         self.evaluate_button.clicked.connect(lambda: self.evaluate())
         self.folder_button.clicked.connect(self.evaluate_folder)
@@ -515,32 +596,30 @@ class EvaluatePage(QWidget):
 
     # -- runs ------------------------------------------------------------------------------------------------
 
+    @property
+    def infos(self) -> list[runs.RunInfo]:
+        return self.run_chooser.infos
+
     def set_runs_folder(self, folder: str | os.PathLike | None) -> None:
-        new = Path(folder) if folder else None
-        if new != self.runs_folder:
-            self.runs_folder = new
+        if self.run_chooser.set_folder(folder):
             self.refresh_runs()
 
     def refresh_runs(self, select: str | None = None) -> None:
         """List the runs again; keep the run shown (or choose ``select``, else the newest completed run)."""
-        keep = select or self.current_run()
-        self.infos = runs.list_runs(self.runs_folder) if self.runs_folder else []
-        fill_run_combo(self.run_combo, self.infos, keep)
+        self.run_chooser.refresh(select)
         if self.current_run() != self._shown_run or select:
             self._run_chosen()
         self.runsChanged.emit()
         self._update_controls()
 
     def current_run(self) -> str | None:
-        return self.run_combo.currentData()
+        return self.run_chooser.current_run()
 
     def select_run(self, path: str) -> None:
-        index = self.run_combo.findData(str(path))
-        if index >= 0:
-            self.run_combo.setCurrentIndex(index)
+        self.run_chooser.select_run(path)
 
     def completed_runs(self) -> list[runs.RunInfo]:
-        return [i for i in self.infos if i.status == "completed" and has_weights(i.path)]
+        return self.run_chooser.completed_runs()
 
     def _run_chosen(self, *_) -> None:
         run = self.current_run()
@@ -577,7 +656,8 @@ class EvaluatePage(QWidget):
             self.evaluate(folder)
 
     def ask_folder(self) -> str:
-        return QFileDialog.getExistingDirectory(self, "Evaluate on a folder of pictures sorted into class folders")
+        return QFileDialog.getExistingDirectory(self, "Evaluate on a folder of pictures sorted into class folders",
+                                                start_folder(self, pictures=True))
 
     def cancel(self) -> None:
         self.jobs.cancel("evaluate")
@@ -667,6 +747,8 @@ class EvaluatePage(QWidget):
         if self.evaluation is None or name not in self.evaluation.splits:
             return
         split = self.evaluation.splits[name]
+        if self.split is None or (len(split.classes) > MANY_CLASSES) != (len(self.split.classes) > MANY_CLASSES):
+            self._share_space(len(split.classes))
         self.split = split
         self.panel.clear()
         self._show_summary(split)
@@ -677,6 +759,18 @@ class EvaluatePage(QWidget):
         self.current_cell = None
         self.cell_model.set_items([])
         self.cell_title.setText("Click a cell of the matrix to see the pictures behind it.")
+
+    def _share_space(self, classes: int) -> None:
+        """Many classes: the matrix gets most of the left pane, and the left pane half the page, so that each cell
+        keeps a few pixels (the per-class table scrolls instead)."""
+        width = sum(self.splitter.sizes()) or 980
+        height = sum(self.left.sizes()) or 500
+        if classes > MANY_CLASSES:
+            self.splitter.setSizes([width // 2, width - width // 2])
+            self.left.setSizes([int(0.8 * height), height - int(0.8 * height)])
+        else:
+            self.splitter.setSizes([int(0.43 * width), width - int(0.43 * width)])
+            self.left.setSizes([int(0.66 * height), height - int(0.66 * height)])
 
     def _show_summary(self, split: SplitEvaluation) -> None:
         words = split_words(split.name, self.evaluation)

@@ -2,7 +2,10 @@
 
 Pictures or folders dropped on the page (or added with the buttons) are predicted in the background with
 ``engine.results.predict``: each gets a thumbnail, the most likely class, the confidence and the next most likely classes; a
-picture that cannot be read gets the reason instead. The chosen picture is shown large, with its heat map on request.
+picture that cannot be read gets the reason instead. The chosen picture is shown large, with its heat map on request
+(a picture that cannot be read shows no picture, only its reason). When a given folder sorts its pictures into
+sub-folders named like the model's classes, a column shows each one's true class, right or wrong, and the summary the
+accuracy over them.
 "Save as CSV..." writes exactly the table (``engine.results.predict.write_csv``). The Export box runs
 ``engine.results.export.export_run`` in the background and shows what it wrote and how closely the exported model matches the
 PyTorch one.
@@ -26,11 +29,12 @@ from engine.project import runs
 from engine.errors import UserError
 from engine.results.export import CARD, EXPORT_DIR, FORMAT_NAMES, ExportResult, export_run
 from engine.data.images import is_image_path
-from engine.results.predict import Prediction, predict_paths, write_csv
+from engine.results.predict import Prediction, predict_paths, summary_line, write_csv
 from gui import style
-from gui.steps.evaluate import fill_run_combo
+from gui.support.dialogs import start_folder, start_path
 from gui.support.jobs import Jobs, ModelCache
-from gui.widgets.pictures import VERMILLION, PicturePanel, error_html, file_name, percent, square_pixmap
+from gui.widgets.pictures import GREEN, VERMILLION, PicturePanel, error_html, file_name, percent, square_pixmap
+from gui.widgets.run_chooser import RunChooser
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
 
 THUMB = 48
@@ -43,7 +47,10 @@ FORMATS = [("bundle", "Bundle (safetensors + description)",
             "OpenCV, many image-analysis tools."),
            ("torchscript", "TorchScript",
             "A .pt file for PyTorch without Python code: C++ (LibTorch) programs and PyTorch Mobile.")]
-COLUMNS = ("Picture", "Prediction", "Confidence", "Next most likely")
+COLUMNS = ("Picture", "Prediction", "Confidence", "Next most likely", "True class")
+PANEL_HINT = "Choose a picture in the list to see it larger, with its heat map."
+TRUTH_COLUMN = 4  # shown only when a given folder sorts pictures into sub-folders named like the model's classes
+RIGHT_MARK, WRONG_MARK = "\u2714", "\u2718"  # a tick and a cross: told apart by shape, not only by colour
 
 
 def difference_words(probs: float) -> str:
@@ -103,14 +110,22 @@ class PredictionsModel(QAbstractTableModel):
             return ("The picture.", "The class the model gives the picture.",
                     "How sure the model is (its probability for that class). A low value is a hint to check the "
                     "picture yourself.",
-                    "The next most likely classes and their probabilities.")[section]
+                    "The next most likely classes and their probabilities.",
+                    "The class the picture's folder names (a sub-folder of a folder you gave, named like one of the "
+                    "model's classes), with \u2714 when the model got it right and \u2718 when it got it "
+                    "wrong.")[section]
         return None
+
+    def has_truth(self) -> bool:
+        return any(p.true_class is not None for p in self.rows)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         p = self.rows[index.row()]
         col = index.column()
+        if col == TRUTH_COLUMN:
+            return self._truth_data(p, role)
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
                 return file_name(p.path)
@@ -146,6 +161,33 @@ class PredictionsModel(QAbstractTableModel):
             return p
         return None
 
+    @staticmethod
+    def _truth_data(p: Prediction, role):
+        if role == Qt.ItemDataRole.UserRole:
+            return p
+        if p.true_class is None:
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return "The picture's folder does not name one of the model's classes."
+            return None
+        correct = p.correct
+        if role == Qt.ItemDataRole.DisplayRole:
+            if correct is None:
+                return p.true_class
+            return f"{RIGHT_MARK if correct else WRONG_MARK} {p.true_class}"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if correct is None:
+                return f"The folder says {p.true_class}; the picture could not be read."
+            if correct:
+                return f"The folder says {p.true_class}, and so does the model: right."
+            return f"The folder says {p.true_class}, but the model said {p.class_name}: wrong."
+        if role == Qt.ItemDataRole.ForegroundRole and correct is not None:
+            return QColor(GREEN if correct else VERMILLION)
+        if role == Qt.ItemDataRole.FontRole and correct is False:
+            font = QFont()
+            font.setBold(True)
+            return font
+        return None
+
     def _on_loaded(self, path: str, image: QImage) -> None:
         self.cache.put(path, square_pixmap(image, self.loader.size))
         self._changed(path)
@@ -169,24 +211,18 @@ class PredictPage(QWidget):
     def __init__(self, jobs: Jobs | None = None, cache: ModelCache | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.jobs = jobs or Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
         self.cache = cache or ModelCache()
-        self.runs_folder: Path | None = None
-        self.infos: list[runs.RunInfo] = []
         self.inputs: list[str] = []  # every picture or folder given, in order
         self.pending: list[str] = []  # those not predicted yet
         self.last_export: ExportResult | None = None
         self._predicted_with: str | None = None
-        self.loader = ThumbnailLoader(THUMB, parent=self)
+        self.loader = ThumbnailLoader(THUMB, parent=self, jobs=self.jobs)
         self.setAcceptDrops(True)
 
         # -- the model
-        self.run_combo = QComboBox()
-        self.run_combo.setToolTip("The trained model that predicts: each run of this project, newest first.")
-        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.run_combo.setMinimumContentsLength(30)
-        self.refresh_button = QPushButton(style.icon("refresh"), "")
-        self.refresh_button.setToolTip("Read the project's runs folder again.")
+        self.run_chooser = RunChooser("The trained model that predicts: each run of this project, newest first.")
+        self.run_combo, self.refresh_button = self.run_chooser.combo, self.run_chooser.refresh_button
 
         # -- pictures
         self.add_files_button = QPushButton(style.icon("open-folder"), "Add pictures...")
@@ -197,8 +233,8 @@ class PredictPage(QWidget):
         self.clear_button = QPushButton("Clear")
         self.clear_button.setToolTip("Remove every picture from the list (the files are not touched).")
         self.csv_button = QPushButton(style.icon("save"), "Save as CSV...")
-        self.csv_button.setToolTip("Save the table as a CSV file (path, prediction, confidence, next classes, error) "
-                                   "for a spreadsheet.")
+        self.csv_button.setToolTip("Save the table as a CSV file (path, prediction, confidence, next classes, error; "
+                                   "and the true class when the folders name it) for a spreadsheet.")
         self.cancel_button = QPushButton(style.icon("cancel"), "Cancel")
         self.cancel_button.setToolTip("Stop predicting; the pictures already done stay in the list.")
         self.progress = QProgressBar()
@@ -217,8 +253,8 @@ class PredictPage(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(THUMB + 8)
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setWordWrap(True)  # a reason that cannot be read is a sentence: wrapped, not cut in the middle
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.setAlternatingRowColors(True)
         self.table.setAccessibleName("Predictions")
         header = self.table.horizontalHeader()
@@ -226,7 +262,9 @@ class PredictPage(QWidget):
         header.resizeSection(0, 250)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(TRUTH_COLUMN, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setColumnHidden(TRUTH_COLUMN, True)
         self.drop_hint = QLabel("<h3>Drop pictures or a folder here</h3><p>or use <b>Add pictures...</b> or "
                                 "<b>Add folder...</b> above. The chosen model gives each picture its most likely "
                                 "class, how sure it is, and the next most likely classes.</p>")
@@ -238,8 +276,7 @@ class PredictPage(QWidget):
         self.pictures = QStackedWidget()
         self.pictures.addWidget(self.drop_hint)
         self.pictures.addWidget(self.table)
-        self.panel = PicturePanel(self.jobs, self.cache, self.current_run, "Choose a picture in the list to see it "
-                                  "larger, with its heat map.")
+        self.panel = PicturePanel(self.jobs, self.cache, self.current_run, PANEL_HINT)
 
         # -- export
         self.format_combo = QComboBox()
@@ -272,8 +309,7 @@ class PredictPage(QWidget):
         # -- layout
         top = QHBoxLayout()
         top.addWidget(QLabel("Model:"))
-        top.addWidget(self.run_combo, 1)
-        top.addWidget(self.refresh_button)
+        top.addWidget(self.run_chooser, 1)
         buttons = QHBoxLayout()
         for w in (self.add_files_button, self.add_folder_button, self.clear_button, self.csv_button,
                   self.cancel_button, self.progress):
@@ -309,8 +345,8 @@ class PredictPage(QWidget):
         layout.addWidget(self.splitter, 1)
         layout.addWidget(export_box)
 
-        self.run_combo.currentIndexChanged.connect(self._run_chosen)
-        self.refresh_button.clicked.connect(lambda: self.refresh_runs())
+        self.run_chooser.runChosen.connect(self._run_chosen)
+        self.run_chooser.refreshRequested.connect(self.refresh_runs)
         self.add_files_button.clicked.connect(self.choose_files)
         self.add_folder_button.clicked.connect(self.choose_folder)
         self.clear_button.clicked.connect(self.clear)
@@ -325,33 +361,32 @@ class PredictPage(QWidget):
 
     # -- runs ------------------------------------------------------------------------------------------------
 
+    @property
+    def infos(self) -> list[runs.RunInfo]:
+        return self.run_chooser.infos
+
     def set_runs_folder(self, folder: str | os.PathLike | None) -> None:
-        new = Path(folder) if folder else None
-        if new != self.runs_folder:
-            self.runs_folder = new
+        if self.run_chooser.set_folder(folder):
             self.refresh_runs()
 
     def refresh_runs(self, select: str | None = None) -> None:
-        keep = select or self.current_run()
-        self.infos = runs.list_runs(self.runs_folder) if self.runs_folder else []
-        fill_run_combo(self.run_combo, self.infos, keep)
+        self.run_chooser.refresh(select)
         if self.current_run() != self._predicted_with:
             self._run_chosen()
         self.runsChanged.emit()
         self._update_controls()
 
     def current_run(self) -> str | None:
-        return self.run_combo.currentData()
+        return self.run_chooser.current_run()
 
     def select_run(self, path: str) -> None:
-        index = self.run_combo.findData(str(path))
-        if index >= 0:
-            self.run_combo.setCurrentIndex(index)
+        self.run_chooser.select_run(path)
 
     def _run_chosen(self, *_) -> None:
         run = self.current_run()
         self._predicted_with = run
         self.panel.clear()
+        self._reset_panel()
         self.export_result.setText("")
         self.out_edit.setPlaceholderText(str(Path(run) / EXPORT_DIR) if run else "")
         if self.inputs and run:  # the other model's answers: predict everything again
@@ -402,11 +437,10 @@ class PredictPage(QWidget):
         self.model.append(rows)
         self.pictures.setCurrentWidget(self.table)
         total = self.model.rowCount()
-        unreadable = sum(p.error is not None for p in self.model.rows)
-        text = f"{total} pictures predicted with {html.escape(Path(run).name)}."
-        if unreadable:
-            text += " " + error_html(f"{unreadable} could not be read (see the list).")
-        self.status.setText(text)
+        self.table.setColumnHidden(TRUTH_COLUMN, not self.model.has_truth())
+        summary = summary_line(self.model.rows)
+        self.status.setText(f"{html.escape(summary)} (model: {html.escape(Path(run).name)}).")
+        self.status.setToolTip(summary)
         if first and total:
             self.table.selectRow(0)
         self.predicted.emit(total)
@@ -428,9 +462,12 @@ class PredictPage(QWidget):
         self.jobs.cancel("predict", notify=False)
         self.inputs, self.pending = [], []
         self.model.set_rows([])
+        self.table.setColumnHidden(TRUTH_COLUMN, True)
         self.panel.clear()
+        self._reset_panel()
         self.pictures.setCurrentWidget(self.drop_hint)
         self.status.setText("")
+        self.status.setToolTip("")
         self._update_controls()
 
     def predictions(self) -> list[Prediction]:
@@ -442,16 +479,40 @@ class PredictPage(QWidget):
         p = self.model.rows[current.row()]
         name = html.escape(file_name(p.path))
         if p.error is not None:
-            self.panel.show_picture(p.path, f"<b>{name}</b><br>{error_html(p.error)}")
+            self._show_unreadable(p)
             return
+        self._reset_panel("Loading the picture ...")  # never the previous picture while this one loads
         top = " &middot; ".join(f"{html.escape(c)} {percent(prob)}" for c, prob in p.top)
-        info = (f"<b>{name}</b> &mdash; <b>{html.escape(p.class_name)}</b> ({percent(p.confidence)} sure)"
-                f"<br>Most likely: {top}")
+        info = f"<b>{name}</b> &mdash; <b>{html.escape(p.class_name)}</b> ({percent(p.confidence)} sure)"
+        if p.correct is not None:
+            verdict = (f"<span style='color:{GREEN}'>{RIGHT_MARK} right</span>" if p.correct else
+                       f"<span style='color:{VERMILLION}'>{WRONG_MARK} wrong</span>")
+            info += f"; its folder says <b>{html.escape(p.true_class)}</b>: {verdict}"
+        info += f"<br>Most likely: {top}"
         names = [c for c, _ in p.top]
         classes = self._classes()
         choices = [(classes.index(c), f"the model's answer ({c})" if i == 0 else c)
                    for i, c in enumerate(names) if c in classes]
+        if p.correct is False and p.true_class in classes:
+            choices = [x for x in choices if x[0] != classes.index(p.true_class)]
+            choices.insert(1, (classes.index(p.true_class), f"the true class ({p.true_class})"))
         self.panel.show_picture(p.path, info, choices)
+
+    def _reset_panel(self, placeholder: str = PANEL_HINT) -> None:
+        self.panel.view.set_image(None)
+        self.panel.view.set_placeholder(placeholder)
+        for w in (self.panel.view, self.panel.info):
+            w.setToolTip("")
+
+    def _show_unreadable(self, p: Prediction) -> None:
+        """No picture and no heat map (not the previous picture's), and the whole reason, wrapped."""
+        self.panel.clear()
+        reason = f"{file_name(p.path)} could not be read. {p.error}"
+        self.panel.view.set_placeholder(reason)
+        self.panel.info.setText(f"<b>{html.escape(file_name(p.path))}</b> could not be read.<br>"
+                                f"{error_html(p.error)}<br><small>{html.escape(p.path)}</small>")
+        for w in (self.panel.view, self.panel.info):
+            w.setToolTip(f"{p.path}\n{p.error}")
 
     def _classes(self) -> list[str]:
         import json
@@ -476,15 +537,15 @@ class PredictPage(QWidget):
 
     def ask_files(self) -> list[str]:
         paths, _ = QFileDialog.getOpenFileNames(
-            self, "Choose pictures to classify", "",
+            self, "Choose pictures to classify", start_folder(self, pictures=True),
             "Pictures (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
         return paths
 
     def ask_folder(self, title: str) -> str:
-        return QFileDialog.getExistingDirectory(self, title)
+        return QFileDialog.getExistingDirectory(self, title, start_folder(self, pictures=True))
 
     def ask_csv_path(self) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the predictions", "predictions.csv",
+        path, _ = QFileDialog.getSaveFileName(self, "Save the predictions", start_path(self, "predictions.csv"),
                                               "CSV files (*.csv);;All files (*)")
         return path
 
