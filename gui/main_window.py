@@ -23,15 +23,18 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageB
 from engine.paths import user_data_dir
 from engine.project.demo import DEMO_NAME, open_demo_project
 from engine.errors import UserError
+from engine.project.runs import list_runs
 from engine.project.project import PROJECT_SUFFIX, Project, discard_draft, new_project, open_project, read_draft, \
     safe_file_stem
 from gui import style
 from gui.steps.data.page import DataPage
 from gui.steps.data.health import ATTENTION
+from gui.widgets.format import plural
 from gui.project import DraftKeeper, ProjectModel
-from gui.settings import (LAST_FOLDER_KEY, LAST_PROJECT_FOLDER_KEY, RecentProjects, default_settings, read_bytes,
-                          read_str)
+from gui.support.jobs import Jobs
+from gui.settings import LAST_FOLDER_KEY, LAST_PROJECT_FOLDER_KEY, RecentProjects, default_settings, read_bytes
 from gui.support import errors, gc_guard
+from gui.support.dialogs import start_folder
 from gui.sidebar import Steps, StepState
 from gui.welcome import WelcomePage
 
@@ -46,7 +49,7 @@ class MainWindow(QMainWindow):
         gc_guard.install()  # Qt objects are only ever freed on this thread (see gui.support.gc_guard)
         self.settings = settings if settings is not None else default_settings()
         self.data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
-        self.errors = errors.install(self.data_dir / "logs", self)  # no exception reaches only the terminal
+        self.error_reporter = errors.install(self.data_dir / "logs", self)  # no exception reaches only the terminal
         self.recent = RecentProjects(self.settings)
         self.project = ProjectModel(self.data_dir, self)
         self.drafts = DraftKeeper(self.project, self.data_dir, self)
@@ -54,11 +57,15 @@ class MainWindow(QMainWindow):
 
         self.welcome = WelcomePage()
         self.steps = Steps()
-        self.data_page = DataPage(self.project)
+        # The one job service for background work other than training: every step runs on a lane of it, and
+        # shutdown() stops and waits for all of it.
+        self.jobs = Jobs(self)
+        self.data_page = DataPage(self.project, jobs=self.jobs)
         self.steps.set_page("data", self.data_page)
         from gui.training_steps import TrainingSteps
 
         self.training = TrainingSteps(self)
+        self.project.project_replaced.connect(self.training.train.clear)  # no curves of another project's run
         from gui.result_steps import ResultSteps
 
         self.results = ResultSteps(self)
@@ -93,6 +100,8 @@ class MainWindow(QMainWindow):
         self.project.changed.connect(self._update_summary)
         self.project.changed.connect(self._update_actions)
         self.project.dataset_changed.connect(self._update_steps)
+        self.project.changed.connect(self._update_runs_note)
+        self.training.train.runFinished.connect(self._run_ended)
 
         self._restore_settings()
         self._show_welcome()
@@ -138,6 +147,9 @@ class MainWindow(QMainWindow):
             "Show the app's data &folder", "Open the folder where Transfer Studio keeps the demo and its backups.",
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.data_dir))))
         self.act_about = self._action("&About Transfer Studio", "Version and licence.", self._about)
+        self.act_guide = self._action(
+            "&Guide", "What each step is for and how to choose: which strategy when, what freezing means, what the "
+            "figures of Evaluate mean, exports, working offline.", self.show_guide, QKeySequence("F1"))
 
     def _make_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -159,8 +171,11 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_quit)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.setToolTipsVisible(True)
+        help_menu.addAction(self.act_guide)
+        help_menu.addSeparator()
         help_menu.addAction(self.act_data_folder)
         help_menu.addAction(self.act_about)
+        self.steps.help_requested.connect(self.show_guide)  # the "?" of each step
 
     def set_offline(self, offline: bool, remember: bool = True) -> None:
         """The offline switch (engine.models.build.offline_mode): remembered, and shown in the status bar while on. The
@@ -281,7 +296,7 @@ class MainWindow(QMainWindow):
     def save_as(self) -> bool:
         if not self.project.is_open:
             return False
-        start = self.project.path or str(Path(read_str(self.settings, LAST_PROJECT_FOLDER_KEY, str(Path.home())))
+        start = self.project.path or str(Path(start_folder(self, last_key=LAST_PROJECT_FOLDER_KEY))
                                          / (safe_file_stem(self.project.name) + PROJECT_SUFFIX))
         path = self.ask_save_project(start)
         if not path:
@@ -294,15 +309,37 @@ class MainWindow(QMainWindow):
 
     def _save_to(self, path: str) -> bool:
         try:
-            saved = self.project.save(path)
+            result = self.project.save(path, busy=self._runs_busy())
         except UserError as exc:
             self.show_error("The project was not saved", str(exc))
             return False
+        saved = result.project
         self.settings.setValue(LAST_PROJECT_FOLDER_KEY, str(Path(saved.path).parent))
         self.recent.add(saved.path)
         self.drafts.discard()
-        self.show_status(f"Saved {saved.path}")
+        moved = len(result.moved)
+        self.show_status(f"Saved {saved.path}" + (f"; its {moved} run{'s' if moved != 1 else ''} moved into "
+                                                  f"{saved.config.out}" if moved else ""))
+        for note in result.notes:
+            self.show_error("The runs stayed where they were", note, warning=False)
         return True
+
+    def _runs_busy(self) -> str:
+        """Why the project's runs cannot move right now (a sentence), or ""."""
+        if self.training.train.running:
+            return "A model of this project is training."
+        pages = (self.results.evaluate, self.results.predict)
+        if any(page.jobs.running(kind) for page in pages for kind in ("evaluate", "heatmap", "predict", "export")):
+            return "The Evaluate or Predict & Export step is working with a run."
+        return ""
+
+    def _update_runs_note(self) -> None:
+        self.training.train.set_runs_note(self.project.runs_note())
+
+    def _run_ended(self, _result) -> None:
+        """A run of a project whose runs only a save keeps with it: the project now has something to save."""
+        if self.project.runs_waiting is not None:
+            self.project.mark_modified()
 
     def close_project(self) -> bool:
         if not self.maybe_keep_changes():
@@ -335,11 +372,11 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def shutdown(self) -> None:
-        """Stop every background thread (scan, thumbnails); safe to call more than once."""
+        """Stop all background work and wait for it: every job (scans, thumbnails, models, evaluation, predictions,
+        exports) and the training run. The one shutdown path; safe to call more than once."""
         self.drafts.timer.stop()
-        self.data_page.shutdown()
+        self.jobs.shutdown()
         self.training.shutdown()
-        self.results.shutdown()
 
     # -- the draft left by a crash ---------------------------------------------------------------------------
 
@@ -364,7 +401,9 @@ class MainWindow(QMainWindow):
         box.setIcon(QMessageBox.Icon.Question)
         box.setWindowTitle("Unsaved changes")
         box.setText(f"Save the changes to \u201c{self.project.name}\u201d?")
-        box.setInformativeText("If you don't save, your changes will be lost.")
+        waiting = self.project.runs_waiting
+        box.setInformativeText("If you don't save, your changes will be lost." + (
+            f" Its runs stay in {waiting}, but no project will list them." if waiting and list_runs(waiting) else ""))
         box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                | QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Save)
@@ -380,11 +419,10 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def ask_folder(self, title: str) -> str:
-        start = read_str(self.settings, LAST_FOLDER_KEY, str(Path.home()))
-        return QFileDialog.getExistingDirectory(self, title, start)
+        return QFileDialog.getExistingDirectory(self, title, start_folder(self, last_key=LAST_FOLDER_KEY))
 
     def ask_open_project(self) -> str:
-        start = read_str(self.settings, LAST_PROJECT_FOLDER_KEY, str(Path.home()))
+        start = start_folder(self, last_key=LAST_PROJECT_FOLDER_KEY)
         path, _ = QFileDialog.getOpenFileName(self, "Open a project", start, PROJECT_FILTER)
         return path
 
@@ -462,7 +500,7 @@ class MainWindow(QMainWindow):
             sizes = " / ".join(f"{sum(counts[s].values()):,} {s}" for s in ("train", "val", "test")
                                if any(counts[s].values()))
             parts.append(f"{sizes} pictures")
-            parts.append(f"{len(index.classes)} classes")
+            parts.append(plural(len(index.classes), "class", "classes"))
         model = self.project.config.model
         weights = {"pretrained": "pretrained", "none": "random weights"}.get(model.weights, Path(model.weights).name)
         parts.append(f"{model.name.split(':', 1)[-1]} ({weights})")
@@ -481,7 +519,8 @@ class MainWindow(QMainWindow):
                 reason = (f"{len(attention)} thing{'s' if len(attention) > 1 else ''} to look at (see Health): "
                           + attention[0])
             else:
-                state, reason = StepState.DONE, f"{len(index.classes)} classes, {len(index.samples):,} pictures."
+                state = StepState.DONE
+                reason = f"{plural(len(index.classes), 'class', 'classes')}, {plural(len(index.samples), 'picture')}."
         elif page.error:
             state, reason = StepState.ATTENTION, page.error
         elif self.project.is_open:
@@ -516,6 +555,14 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/data_splitter", self.data_page.splitter.saveState())
         self.settings.setValue("window/data_side_splitter", self.data_page.side.saveState())
         self.settings.sync()
+
+    def show_guide(self, key: str | None = None):
+        """Open the guide (a window beside this one) at step ``key``'s section; without a key, at the step shown."""
+        from gui.help import show_guide
+
+        if key is None and self.stack.currentWidget() is self.steps:
+            key = self.steps.current_key()
+        return show_guide(self, key)
 
     def _about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}",

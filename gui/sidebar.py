@@ -5,19 +5,23 @@ Steps built elsewhere plug in with ``steps.set_page(key, widget)`` and report ho
 ``steps.set_state(key, StepState.DONE | ATTENTION | BLOCKED | READY, reason)``; the reason shows on hover in the
 sidebar and, for a step that needs attention or cannot be used yet, in a banner above its page. Until a step is
 plugged in, its page says what it will do and that it is not available yet.
+
+Above each page, a header names the step and says what it is for; its "?" button emits ``help_requested(key)``
+(the main window opens the guide at that step's section, ``gui.help``).
 """
 
 from __future__ import annotations
 
 from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
+import html
 from dataclasses import dataclass
 from enum import Enum
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSizePolicy,
-                               QStackedWidget, QVBoxLayout, QWidget)
+                               QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
 from gui import style
 
@@ -95,17 +99,42 @@ class _Banner(QFrame):
 
 
 class _StepFrame(QWidget):
-    """A step's page with its banner on top."""
+    """A step's page with its header (the step's name, what it is for, and a "?" that opens the guide at the step)
+    and its banner on top."""
 
     def __init__(self, content: QWidget) -> None:
         super().__init__()
+        self.header = QWidget()
+        self.title = QLabel()
+        self.purpose = QLabel()
+        self.purpose.setWordWrap(True)
+        self.purpose.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.help_button = QToolButton()
+        self.help_button.setText("?")
+        self.help_button.setIcon(style.icon("help"))  # a question mark in a circle
+        self.help_button.setIconSize(QSize(20, 20))
+        self.help_button.setAutoRaise(True)
+        row = QHBoxLayout(self.header)
+        row.setContentsMargins(10, 4, 6, 0)
+        row.setSpacing(10)
+        row.addWidget(self.title, 0, Qt.AlignmentFlag.AlignTop)
+        row.addWidget(self.purpose, 1, Qt.AlignmentFlag.AlignTop)
+        row.addWidget(self.help_button, 0, Qt.AlignmentFlag.AlignTop)
         self.banner = _Banner()
         self.content = content
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.setSpacing(6)
+        self.layout_.addWidget(self.header)
         self.layout_.addWidget(self.banner)
         self.layout_.addWidget(content, 1)
+
+    def set_step(self, info: StepInfo, number: int) -> None:
+        self.title.setText(f"<b>{number}. {html.escape(info.title)}</b>")
+        self.purpose.setText(html.escape(info.purpose))
+        self.help_button.setToolTip(f"Help on this step: opens the guide at \u201c{info.title}\u201d (F1 opens the "
+                                    "whole guide).")
+        self.help_button.setAccessibleName(f"Help on the {info.title} step")
 
     def replace(self, content: QWidget) -> None:
         self.layout_.replaceWidget(self.content, content)
@@ -119,6 +148,7 @@ class Steps(QWidget):
     """The sidebar and the step pages."""
 
     current_changed = Signal(str)  # the key of the step now shown
+    help_requested = Signal(str)  # the key of the step whose "?" was pressed
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -147,6 +177,8 @@ class Steps(QWidget):
             self._items[info.key] = item
             frame = _StepFrame(QWidget())  # the main window plugs every step's page in
             self._frames[info.key] = frame
+            frame.set_step(info, number)
+            frame.help_button.clicked.connect(lambda _=False, key=info.key: self.help_requested.emit(key))
             self.pages.addWidget(frame)
             self.set_state(info.key, StepState.BLOCKED, "Open pictures first.")  # until the window says otherwise
         self.sidebar.currentRowChanged.connect(self._on_row)

@@ -38,6 +38,7 @@ _ICONS = {
     "refresh": ("mdi6.refresh", None),
     "cancel": ("mdi6.close", None),
     "recent": ("mdi6.file-document-outline", None),
+    "help": ("mdi6.help-circle-outline", None),
     # steps
     "step-data": ("mdi6.image-multiple-outline", None),
     "step-model": ("mdi6.cube-outline", None),

@@ -8,6 +8,7 @@ import os
 import pickle
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -111,9 +112,24 @@ def _unwrap_state_dict(state, filename: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], head: str, what: str) -> str:
+GENERAL_ADVICE = "They were probably made for another architecture: choose the matching model."
+# Which catalogue model a file that does not fit was made for: engine.models.identify knows (it compares the file
+# with every catalogue model) and registers itself here, since it builds models and so cannot be imported from here.
+_mismatch_advice: Callable[..., str] | None = None
+
+
+def set_mismatch_advice(advice: Callable[..., str] | None) -> None:
+    """``advice(state, model_state, head, architecture) -> sentence`` ends the sentence of weights that do not fit."""
+    global _mismatch_advice
+    _mismatch_advice = advice
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], head: str, what: str,
+                 architecture: str | None = None) -> str:
     """Load ``state`` into ``model``: every tensor but the head's must fit exactly; the head is loaded too when its
-    shape matches (same classes), otherwise it stays new. Returns a note saying what was loaded."""
+    shape matches (same classes), otherwise it stays new. Returns a note saying what was loaded. Weights that do
+    not fit raise a sentence that names the catalogue model they were made for, when their tensors identify one
+    (``architecture`` names ``model`` in it; without it, the model is recognised by its tensors too)."""
     own = model.state_dict()
     is_head = lambda k: k.startswith(head + ".")  # noqa: E731
     # BatchNorm's batch counter is bookkeeping, not a weight: files often lack it.
@@ -126,8 +142,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], head: str, wh
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", mismatched)):
             if keys:
                 parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
-        raise ModelError(f"The weights in {what} do not fit this model: {'; '.join(parts)}. "
-                         "They were probably made for another architecture: choose the matching model.")
+        advice = _mismatch_advice(state, own, head, architecture) if _mismatch_advice else GENERAL_ADVICE
+        raise ModelError(f"The weights in {what} do not fit this model: {'; '.join(parts)}. {advice}")
     head_keys = [k for k in own if is_head(k)]
     head_fits = head_keys and all(k in state and state[k].shape == own[k].shape for k in head_keys)
     to_load = {k: v for k, v in state.items() if k in own and (head_fits or not is_head(k))}

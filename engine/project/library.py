@@ -80,7 +80,7 @@ def check_fits(architecture: str, state: dict, what: str) -> None:
                          f"({exc.__class__.__name__}).") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, which is what a check wants
-        load_weights(model, state, _find_head(model, source), what)
+        load_weights(model, state, _find_head(model, source), what, architecture)
 
 
 class ModelLibrary:

@@ -1,6 +1,7 @@
 """The Layers step: choose which parts of the network to retrain, by looking at the network itself.
 
-A tree of the model (stages, then their blocks, then single layers, built only when a row is opened) with, per row,
+A tree of the model (stages, then their blocks, then single layers, built only when a row is opened; each stage named
+in plain words, 'block 4 of 19', beside the model's own name, 'features.3') with, per row,
 its type, its parameters, whether it is retrained, its learning-rate multiplier and what happens to its BatchNorm
 statistics; a live summary and a strip of the depth of the network; presets with one line saying when to use each;
 and the list of phases for the strategies that train in several steps.
@@ -21,6 +22,7 @@ Plug-in API (see ``LayerEditor``)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import math
 from typing import Mapping
@@ -36,7 +38,7 @@ from engine.config import Phase, RunConfig
 from engine.errors import ConfigError
 from engine.train.strategies import check_phase, resolve_phases
 from engine.models.layers import HEAD, LayerNode, LayerTree, ModuleTree
-from gui.widgets.format import format_count
+from gui.widgets.format import format_count, plural
 
 # Okabe-Ito colours (colour-blind safe): what retrains, and what is kept as it is.
 TRAIN_COLOUR = QColor("#E69F00")  # orange
@@ -93,6 +95,82 @@ def stage_list(stages: Mapping[str, float], tree: LayerTree) -> str:
     return text + (" and the head" if HEAD in names else "")
 
 
+def published_size(name: str) -> tuple[int, int] | None:
+    """(parameters, classes) of catalogue model ``name`` as published, with its original head: the count the Model
+    step shows. None when the count is not known without building the model."""
+    from engine.models import catalogue
+
+    try:
+        base = catalogue.base_name(name)
+        count = _param_counts().get(base)
+        if count is None:
+            return None
+        source, arch = base.split(":", 1)
+        if source == "torchvision":
+            return count, 1000  # torchvision's classification models are ImageNet-1k's
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(arch)
+        classes = getattr(cfg, "num_classes", None) if cfg is not None else None
+        return count, int(classes if classes is not None else 1000)
+    except Exception:  # an unknown name or an unreadable table: the sentence simply leaves the comparison out
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _param_counts():
+    from engine.models.catalogue import ParamCounts
+
+    return ParamCounts()
+
+
+def size_sentence(tree: LayerTree, name: str = "", num_classes: int | None = None) -> str:
+    """'2.2 M parameters with your 2-class head (3.5 M with ImageNet's 1,000-class head)': the model's size here,
+    and the size the catalogue shows for it (the model as published, with its original head)."""
+    total = tree.total_params
+    text = f"{format_count(total)} parameters"
+    if num_classes:
+        text += f" with your {num_classes:,}-class head"
+    published = published_size(name) if name else None
+    if published is not None and published[0] != total:
+        count, classes = published
+        if classes == 1000:
+            head = "with ImageNet's 1,000-class head"
+        elif classes > 0:
+            head = f"with its original {classes:,}-class head"
+        else:
+            head = "as published, without a head"
+        text += f" ({format_count(count)} {head})"
+    return text
+
+
+STAGE_HINT = ("Stages are numbered from the input: the first ones find edges, colours and textures, later ones "
+              "combine them into shapes and parts, and the new head chooses between your classes.")
+STEM = "stem"  # timm's name for the first layers of a network (engine.models.layers)
+PLAIN_SEPARATOR = "  \u00b7  "  # between a row's plain name and the model's own name for it
+
+
+def plain_stage_names(names: list[str]) -> dict[str, str]:
+    """Plain words for each stage, from the input to the head: 'the first layers' for timm's stem, then 'block 1 of
+    19' ... 'block 19 of 19' in order, and 'new head for your classes'."""
+    blocks = [n for n in names if n not in (HEAD, STEM)]
+    plain = {n: f"block {i} of {len(blocks)}" for i, n in enumerate(blocks, start=1)}
+    if STEM in names:
+        plain[STEM] = "the first layers"
+    if HEAD in names:
+        plain[HEAD] = "new head for your classes"
+    return plain
+
+
+def plain_group_name(stages: tuple[str, ...], plain: Mapping[str, str]) -> str:
+    """'blocks 1\u20134 of 19' for a group of consecutive stages, from their plain names."""
+    numbers = [plain[s].split()[1] for s in stages if plain.get(s, "").startswith("block ")]
+    if len(numbers) != len(stages) or not numbers:
+        return ""
+    total = plain[stages[0]].rsplit(" ", 1)[-1]
+    return f"blocks {numbers[0]}\u2013{numbers[-1]} of {total}"
+
+
 # --- the tree model ---------------------------------------------------------------------------------------------
 
 
@@ -122,6 +200,7 @@ class LayerTreeModel(QAbstractItemModel):
         self._memory: dict[str, float] = {}  # multipliers of stages untied by hand, restored when ticked again
         self._decay = 0.75
         self._head_label = "head"
+        self._plain: dict[str, str] = {}  # each stage's plain name ('block 4 of 19')
 
     # -- content
 
@@ -129,6 +208,7 @@ class LayerTreeModel(QAbstractItemModel):
         self.beginResetModel()
         self._modules = modules
         self._head_label = head_label
+        self._plain = plain_stage_names(modules.tree.names) if modules else {}
         self._roots = [_Row(n, None, i) for i, n in enumerate(modules.roots())] if modules else []
         self._memory.clear()
         self.endResetModel()
@@ -257,9 +337,21 @@ class LayerTreeModel(QAbstractItemModel):
             return self._tooltip(node, column, trained)
         return None
 
+    def plain_name(self, node: LayerNode) -> str:
+        """A stage's or group's name in plain words ('block 4 of 19', 'new head for your classes'); '' for rows
+        inside a stage."""
+        if node.kind == "stage":
+            return self._plain.get(node.stage, "")
+        if node.kind == "group":
+            return plain_group_name(node.stages, self._plain)
+        return ""
+
     def _display(self, node: LayerNode, column: int, trained: bool | None):
         if column == NAME:
-            return self._head_label if node.kind == "stage" and node.stage == HEAD else node.name
+            technical = self._head_label if node.kind == "stage" and node.stage == HEAD else node.name
+            plain = self.plain_name(node)
+            # Plain words first, the model's own name second (the one the command line and config files use).
+            return f"{plain}{PLAIN_SEPARATOR}{technical}" if plain and plain != technical else technical
         if column == TYPE:
             return node.type
         if column == PARAMS:
@@ -282,12 +374,13 @@ class LayerTreeModel(QAbstractItemModel):
         return None
 
     def _tooltip(self, node: LayerNode, column: int, trained: bool | None) -> str:
-        where = {"group": f"{len(node.stages)} stages", "stage": f"stage '{node.stage}'",
+        where = {"group": plural(len(node.stages), "stage"), "stage": f"stage '{node.stage}'",
                  "module": f"{node.key}, in stage '{node.stage}'",
                  "parameter": f"the tensor {node.key}, in stage '{node.stage}'"}[node.kind]
         if column == RETRAIN:
             if node.kind == "group":
-                return (f"Ticks or clears all {len(node.stages)} stages of this group. Retrain: their weights "
+                return (f"Ticks or clears all {plural(len(node.stages), 'stage')} of this group. Retrain: their "
+                        "weights "
                         "change during training; Keep as is: they stay as pretrained (frozen).")
             if node.kind == "stage":
                 return ("Retrain: this stage's weights change during training (trainable). Keep as is: they stay "
@@ -306,6 +399,10 @@ class LayerTreeModel(QAbstractItemModel):
             return (f"{node.batchnorms} BatchNorm layer{'s' if node.batchnorms > 1 else ''}. Kept: they use the "
                     "statistics learnt in pretraining (always so in frozen stages). Updated: they adapt to your "
                     "pictures while the stage retrains; choose this under the phase list.")
+        if node.kind in ("stage", "group") and self.plain_name(node):
+            name = self._head_label if node.kind == "stage" and node.stage == HEAD else node.name
+            return (f"{self.plain_name(node)} ({name} in the model): {node.params:,} parameters ({where}). "
+                    + STAGE_HINT)
         return f"{node.name}: {node.type}, {node.params:,} parameters ({where})."
 
     def flags(self, index: QModelIndex) -> Qt.ItemFlag:
@@ -498,10 +595,12 @@ class LayerEditor(QWidget):
 
     - ``set_config(config)``: the run's settings (epochs, learning rate, layer decay) and its saved plan
       (``strategy``, and ``phases`` for a custom plan). Call it again whenever those settings change.
-    - ``set_model(tree, modules, title="")`` with an ``engine.models.layers.LayerTree`` and ``ModuleTree`` built off the
-      GUI thread; or ``open_model(name, weights, num_classes)``, which builds them on a background thread while the
-      editor shows progress; or ``set_build_result(result)`` with a ``gui.support.model_builder.BuildResult``.
-      The build is a job of ``jobs`` (the window's lane for this step), or of the editor's own job service.
+    - ``set_model(tree, modules, title="", name=..., num_classes=...)`` with an ``engine.models.layers.LayerTree``
+      and ``ModuleTree`` built off the GUI thread (the catalogue name and the number of classes let the title compare
+      the size with the catalogue's); or ``open_model(name, weights, num_classes)``, which builds them on a
+      background thread while the editor shows progress; or ``set_build_result(result)`` with a
+      ``gui.support.model_builder.BuildResult``.
+      The build is a job of ``jobs`` (the window's job service), or of a service of the editor's own.
     - ``planChanged(phases, strategy)`` after every change; ``phases()``, ``strategy()``, ``problem()`` (a
       sentence when the plan cannot train, else None) and ``apply_to(config) -> RunConfig``.
     """
@@ -685,20 +784,23 @@ class LayerEditor(QWidget):
         self._phases = []
         self._replan(announce=False)  # the selected phase stays selected when the plan comes back unchanged
 
-    def set_model(self, tree: LayerTree, modules: ModuleTree, title: str = "") -> None:
-        """Show this model's layers; the plan is kept when it fits the new model (same stages)."""
+    def set_model(self, tree: LayerTree, modules: ModuleTree, title: str = "", *, name: str = "",
+                  num_classes: int | None = None) -> None:
+        """Show this model's layers; the plan is kept when it fits the new model (same stages). With the catalogue
+        ``name`` and ``num_classes``, the title also gives the size of the model as published (with its original
+        head), which is what the Model step's catalogue shows."""
         self._tree, self._modules = tree, modules
-        head = tree.stage(HEAD)
-        self.model.set_tree(modules, head_label="head (new classifier)")
+        self.model.set_tree(modules, head_label=tree.head_module)
+        size = html.escape(size_sentence(tree, name, num_classes), quote=False)
         self.title_label.setText(
-            f"<b>{html.escape(title or 'Layers')}</b> \u2014 {format_count(tree.total_params)} parameters in "
-            f"{len(tree.names)} stages, from the input to the new head ({format_count(head.params)}). "
-            "Tick what to retrain; open a row to look inside.")
+            f"<b>{html.escape(title or 'Layers')}</b> \u2014 {size}, in {plural(len(tree.names), 'stage')} from the "
+            "input to the new head. Tick what to retrain; open a row to look inside.")
         self.stack.setCurrentIndex(2)
         self._replan(announce=False)
 
     def set_build_result(self, result) -> None:
-        self.set_model(result.tree, result.modules, result.name.split(":", 1)[-1])
+        self.set_model(result.tree, result.modules, result.name.split(":", 1)[-1], name=result.name,
+                       num_classes=result.num_classes)
 
     def open_model(self, name: str, weights: str, num_classes: int) -> None:
         """Build ``name`` on a background thread (the window stays responsive), then show its layers."""
@@ -876,7 +978,9 @@ class LayerEditor(QWidget):
                       f"epoch{'s' if phase.epochs != 1 else ''}): ")
         self.summary_label.setText(html.escape(prefix) + f"<b>{format_count(trained)} of {format_count(total)} "
                                    f"parameters will train ({html.escape(format_share(trained, total))})</b>")
-        self.strip.set_segments([(s.name, s.params, phase.stages.get(s.name)) for s in tree.stages])
+        plain = plain_stage_names(tree.names)
+        self.strip.set_segments([(f"{plain[s.name]} ({s.name})" if s.name in plain else s.name, s.params,
+                                  phase.stages.get(s.name)) for s in tree.stages])
         warnings = []
         problem = self.problem()
         if problem:

@@ -18,7 +18,8 @@ from engine import config as config_io
 from engine.config import Phase, RunConfig, TrainConfig
 from engine.train.strategies import apply_phase, param_groups, resolve_phases, set_train_mode
 from engine.models.layers import HEAD
-from gui.steps.layers import (BN, LR, PRESETS, RETRAIN, LayerEditor, format_count, format_share)
+from gui.steps.layers import (BN, LR, PRESETS, RETRAIN, LayerEditor, format_share)
+from gui.widgets.format import format_count
 from gui.support.model_builder import build_now
 
 LR_BASE = 0.01
@@ -362,3 +363,48 @@ def test_a_window_that_hands_the_plan_back_through_its_config(qtbot, editor, res
     assert editor.strategy() == "progressive" and len(editor.phases()) == 3
     assert window["config"].epochs == 3 and window["config"].phases == ()
     check_against_engine(editor, resnet, dataclasses.replace(CONFIG, epochs=3))
+
+
+# --- plain words beside the technical ones ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return build_now("torchvision:mobilenet_v2", "none", 2)
+
+
+def test_stage_rows_have_a_plain_name_beside_the_models_own(qtbot, editor, mobilenet):
+    open_model(editor, mobilenet)
+    group = row(editor, "group:features 0\u201318")
+    assert group.data() == "blocks 1\u201319 of 19  \u00b7  features 0\u201318"
+    editor.view.expand(group)
+    block = row(editor, "stage:features.3")
+    assert block.data() == "block 4 of 19  \u00b7  features.3"  # the technical name stays visible
+    assert "block 4 of 19 (features.3 in the model)" in block.data(Qt.ItemDataRole.ToolTipRole)
+    assert row(editor, "stage:features.0").data().startswith("block 1 of 19")
+    assert row(editor, f"stage:{HEAD}").data() == "new head for your classes  \u00b7  classifier"
+    editor.view.expand(block)  # rows inside a stage keep the model's own names
+    assert editor.model.index(0, 0, block).data() == "conv"
+    # The depth strip's tooltips use the same words.
+    assert editor.strip.segments()[3][0] == "block 4 of 19 (features.3)"
+
+
+def test_a_timm_stem_is_the_first_layers(qtbot, editor, resnet):
+    open_model(editor, resnet)
+    assert row(editor, "stage:stem").data() == "the first layers  \u00b7  stem"
+    assert row(editor, "stage:layer1").data() == "block 1 of 4  \u00b7  layer1"
+    assert row(editor, "stage:layer4").data() == "block 4 of 4  \u00b7  layer4"
+    assert row(editor, f"stage:{HEAD}").data() == "new head for your classes  \u00b7  fc"
+
+
+def test_the_size_here_and_in_the_catalogue_are_explained(qtbot, editor, mobilenet, resnet):
+    from engine.models.catalogue import ParamCounts
+
+    open_model(editor, mobilenet)
+    catalogue_count = ParamCounts(shipped=None).count("torchvision:mobilenet_v2")  # what the Model step shows
+    assert format_count(catalogue_count) == "3.5 M" and format_count(mobilenet.tree.total_params) == "2.2 M"
+    assert ("mobilenet_v2 \u2014 2.2 M parameters with your 2-class head (3.5 M with ImageNet's 1,000-class head)"
+            in shown_text(editor.title_label))
+    open_model(editor, resnet)
+    assert "11.2 M parameters with your 3-class head (11.7 M with ImageNet's 1,000-class head)" in \
+        shown_text(editor.title_label)
