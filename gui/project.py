@@ -4,6 +4,9 @@ Every step reads the settings from ``ProjectModel.config`` (the RunConfig, the s
 them with ``set_config`` / ``update_data`` / ..., which emit ``config_changed`` and mark the project as modified.
 The scanned dataset (a ``DatasetIndex``) is shared the same way through ``dataset`` and ``dataset_changed``.
 
+Saving takes along the runs the project made before its first save (``engine.project.project.save_project_and_runs``):
+``runs_waiting`` is the folder they wait in until then, and ``runs_note`` says so in a sentence for the Train step.
+
 ``DraftKeeper`` writes the unsaved state to the app's data folder a moment after each change, so that a crash loses
 nothing; a clean save, a discard or a clean close removes the draft.
 """
@@ -86,8 +89,8 @@ class ProjectModel(QObject):
         if self.path is None:
             return ("The project is not saved yet, so its runs are kept in the app's data folder; saving the project "
                     "moves them into a runs folder beside the project file.")
-        return ("These runs were still being trained when the project was saved: save it again to move them into a "
-                "runs folder beside the project file.")
+        return ("These runs were in use when the project was saved: save it again to move them into a runs folder "
+                "beside the project file.")
 
     # -- changing --------------------------------------------------------------------------------------------
 
@@ -139,20 +142,21 @@ class ProjectModel(QObject):
         self.dataset_changed.emit(index)
         self.changed.emit()
 
-    def save(self, path: str | os.PathLike | None = None, *, training: bool = False) -> SavedProject:
+    def save(self, path: str | os.PathLike | None = None, *, busy: str = "") -> SavedProject:
         """Save to ``path`` (or the project's own file), moving the runs made before the first save beside it (not
-        while ``training`` a run of it); raise ConfigError with a sentence when it fails."""
+        while the window is ``busy`` with them: a sentence saying how); raise ConfigError with a sentence when it
+        fails."""
         if self._project is None:
             raise RuntimeError("no project is open")
         target = path or self._project.path
         if target is None:
             raise RuntimeError("the project has no file yet: give a path")
         before = self._project.config
-        saved = save_project_and_runs(self._project, target, data_dir=self.data_dir, training=training)
+        saved = save_project_and_runs(self._project, target, data_dir=self.data_dir, busy=busy)
         self._project = saved.project
         if self._project.config != before:  # the first save moved the runs (and their folder) next to the file
             self.config_changed.emit(self._project.config)
-        self._set_dirty(self.runs_waiting is not None and self.path is not None and bool(saved.notes))
+        self._set_dirty(False)
         self.changed.emit()
         return saved
 

@@ -187,13 +187,13 @@ def save_project(project: Project, path: str | os.PathLike, *, data_dir: str | o
 
 
 def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
-                          training: bool = False) -> SavedProject:
+                          busy: str = "") -> SavedProject:
     """Write the project to ``path`` atomically, taking along the runs it made before it was first saved.
 
     The runs of a project not yet saved (``runs_to_adopt``) move into ``runs`` beside the file (or ``<name>-runs``
     when ``runs`` already holds something), each run folder atomically, all of them or none, and the project then
-    sends its runs there. When one is training right now (or the caller is starting or training a run there:
-    ``training``), or one cannot be moved, every run stays where it was, the saved project keeps its runs folder,
+    sends its runs there. When one is training right now (or the caller is using them: ``busy`` says how, in a
+    sentence), or one cannot be moved, every run stays where it was, the saved project keeps its runs folder,
     ``notes`` says so, and the next save tries again. A failed save raises ConfigError and leaves the runs where they
     were.
     """
@@ -210,10 +210,10 @@ def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir
     if source is not None:
         target = _runs_folder_beside(path)
         later = (f"so the runs of this project stay in {source} for now (the project lists them from there): save "
-                 f"the project again after the run has ended to move them into {target}.")
+                 f"the project again once that has ended to move them into {target}.")
         try:
-            if training:
-                raise runs.RunBusyError("A run of this project is being trained.")
+            if busy:
+                raise runs.RunBusyError(busy)
             moved = runs.move_runs(source, target)
         except runs.RunBusyError as exc:
             notes.append(f"{str(exc).removesuffix('.')}, {later}")

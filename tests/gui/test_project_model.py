@@ -53,7 +53,7 @@ def test_every_part_of_the_run_config_can_be_changed(model):
 def test_saving_clears_the_modified_flag_and_opening_another_project_resets_the_dataset(qtbot, model, tmp_path):
     model.update(epochs=2)
     model.set_dataset(object())  # any scanned dataset
-    saved = model.save(tmp_path / "p.tsproj")
+    saved = model.save(tmp_path / "p.tsproj").project
     assert not model.is_dirty and saved.path == str(tmp_path / "p.tsproj")
 
     with qtbot.waitSignals([model.project_replaced, model.dataset_changed]):
