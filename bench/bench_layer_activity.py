@@ -1,5 +1,6 @@
-"""What LayerActivity costs a training step: the trainer's own ``_train_step`` with and without the per-stage
-gradient norms (every step), the update/weight ratios and the event (every LAYER_ACTIVITY_EVERY steps).
+"""What LayerActivity costs a training step: the trainer's own step (``engine.train.loop.TrainStep``) with and
+without the per-stage gradient norms (every step), the update/weight ratios and the event (every LAYER_ACTIVITY_EVERY
+steps).
 
     python bench/bench_layer_activity.py [--device cpu|cuda] [--models timm:resnet18,...] [--steps 30]
 
@@ -24,8 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from engine.train import trainer as T  # noqa: E402
+from engine.train import activity as A  # noqa: E402
 from engine.config import Phase  # noqa: E402
+from engine.train.loop import Backoff, TrainStep  # noqa: E402
+from engine.train.optim import make_optimizer  # noqa: E402
+from engine.train.runtime import Runtime, cpu_allocator_for_training  # noqa: E402
 from engine.train.strategies import apply_phase, decayed, param_groups  # noqa: E402
 from engine.models.layers import build_layer_tree  # noqa: E402
 from engine.models.build import build_model  # noqa: E402
@@ -42,26 +46,26 @@ def bench(name: str, device: torch.device, batch: int, size: int, steps: int, bl
     tree = build_layer_tree(model, built.head)
     phase = Phase("deep", 1, 1e-3, decayed(tree.names, 0.75), bn="train")
     apply_phase(model, tree, phase)
-    optimizer = T.make_optimizer(param_groups(model, tree, phase, 0.01), _Config(), phase)
+    optimizer = make_optimizer(param_groups(model, tree, phase, 0.01), _Config(), phase)
     amp = torch.bfloat16 if device.type == "cuda" else None
-    runtime = T.Runtime(device, device.type, amp, True)
+    runtime = Runtime(device, device.type, amp, True)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    trainer = T.Trainer(None, None, None)
     criterion = nn.CrossEntropyLoss()
+    train_step = TrainStep(model, criterion, optimizer, scaler, runtime, Backoff())
     images = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
     model.train()
 
     def block(with_activity: bool) -> list[float]:
         """Seconds of each step of a block of ``steps`` steps (the event on every LAYER_ACTIVITY_EVERY-th)."""
-        activity = T._Activity(model, tree, device) if with_activity else None
+        activity = A.Activity(model, tree, device) if with_activity else None
         times = []
         for step in range(1, steps + 1):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             began = time.perf_counter()
-            report = with_activity and step % T.LAYER_ACTIVITY_EVERY == 0
-            trainer._train_step(model, images, labels, criterion, optimizer, scaler, runtime, 1, activity, report)
+            report = with_activity and step % A.LAYER_ACTIVITY_EVERY == 0
+            train_step(images, labels, 1, activity, report)
             if with_activity:
                 activity.step_ended()
             if report:
@@ -73,8 +77,8 @@ def bench(name: str, device: torch.device, batch: int, size: int, steps: int, bl
 
     def alone(repeats: int = 20) -> float:
         """The measurements by themselves, per step: a gradient norm each step, the rest every K steps."""
-        activity = T._Activity(model, tree, device)
-        k = T.LAYER_ACTIVITY_EVERY
+        activity = A.Activity(model, tree, device)
+        k = A.LAYER_ACTIVITY_EVERY
         if device.type == "cuda":
             torch.cuda.synchronize()
         began = time.perf_counter()
@@ -120,7 +124,7 @@ def main() -> None:
     if args.models:
         cases = [c for c in cases if c[0] in args.models.split(",")] or [(m, 16, 160) for m in args.models.split(",")]
     # On the CPU, with the allocator settings the trainer uses there.
-    with T._cpu_allocator_for_training() if device.type == "cpu" else contextlib.nullcontext():
+    with cpu_allocator_for_training() if device.type == "cpu" else contextlib.nullcontext():
         for name, batch, size in cases:
             bench(name, device, batch, size, steps, args.blocks)
 

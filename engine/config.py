@@ -37,6 +37,12 @@ class DataConfig:
     # "auto": the data's own split (train/ val/ folders, a CSV's split column) when it has one, else a random draw;
     # "random": every picture pooled and drawn at random, class by class, whatever folders they are in.
     split: str = "auto"
+    # The user's review decisions (the data doctor, engine.advise.doctor), applied by engine.data.scan without
+    # touching a file: pictures left out of every split, and pictures given another class. Paths are relative to the
+    # data's folder (the folder itself, or the CSV file's folder) or absolute; applied after the split is drawn, so
+    # a decision never moves another picture between training and validation.
+    exclude: tuple[str, ...] = ()
+    relabel: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class TrainConfig:
     # auto = bf16 (or fp16) mixed precision on CUDA; on the CPU, bf16 training steps where it pays
     # (engine.train.runtime.cpu_bf16_pays), fp32 otherwise
     precision: str = "auto"
-    channels_last: str = "auto"  # auto = on for CUDA and the CPU (engine.train.trainer.resolve_runtime)
+    channels_last: str = "auto"  # auto = on for CUDA and the CPU (engine.train.runtime.resolve_runtime)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     workers: int = -1  # data-loading processes; -1 = chosen from the machine's cores
     seed: int = 0
@@ -190,10 +196,22 @@ def from_dict(data: Mapping[str, Any]) -> RunConfig:
         phases = [_phase(p, i + 1) for i, p in enumerate(data.pop("phases", []) or [])]
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
         built = {key: _build(cls, data.pop(key, {}), key) for key, cls in sections.items()}
+        built["data"] = _overrides(built["data"])
         top = _build(RunConfig, data, "the top level")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"The configuration has a value of the wrong kind ({exc}).") from None
     return dataclasses.replace(top, phases=tuple(phases), **built).validate()
+
+
+def _overrides(data: DataConfig) -> DataConfig:
+    """``exclude`` as a tuple of paths and ``relabel`` as a path -> class table, or ConfigError."""
+    exclude, relabel = data.exclude, data.relabel
+    if not isinstance(exclude, (list, tuple)) or not all(isinstance(p, str) and p for p in exclude):
+        raise ConfigError("The setting 'exclude' in [data] must be a list of picture paths.")
+    if not isinstance(relabel, Mapping) or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                                                   for k, v in relabel.items()):
+        raise ConfigError("The setting 'relabel' in [data] must be a table of picture path = \"class name\".")
+    return dataclasses.replace(data, exclude=tuple(dict.fromkeys(exclude)), relabel=dict(relabel))
 
 
 def _phase(p: Any, number: int) -> Phase:

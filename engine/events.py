@@ -61,7 +61,7 @@ class LayerActivity:
     """How much each stage is learning: the mean gradient norm of its parameters over the last few steps (0 for a
     frozen stage), so that a user can see a frozen stage stay still and an unfrozen one move.
 
-    Sent every few steps (engine.train.trainer.LAYER_ACTIVITY_EVERY, at most 10 a second) and at the end of each epoch; the
+    Sent every few steps (engine.train.activity.LAYER_ACTIVITY_EVERY, at most 10 a second) and at the end of each epoch; the
     norms are the mean over the steps since the previous event (over every n-th of them when steps are so quick that
     measuring each would slow training by more than 1 %). ``update_ratios`` is the
     size of the last step's change of each stage's weights relative to the weights themselves (|dw| / |w|, 0 when

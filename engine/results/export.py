@@ -102,7 +102,7 @@ def _differences(reference: torch.Tensor, other: np.ndarray | torch.Tensor) -> t
 
 
 def _export_bundle(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
-    from engine.train.trainer import save_weights
+    from engine.train import save_weights
 
     save_weights(bundle.model, out / BUNDLE_WEIGHTS)
     _write_metadata(bundle, out, {})  # the loader needs model.json to open the folder

@@ -15,12 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import engine.train.loop
 import engine.train.trainer
 from engine import events as ev
 from engine import files
 from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.train.trainer import fit, load_checkpoint, resume
+from engine.train.checkpoint import load_checkpoint
+from engine.train.trainer import fit, resume
 
 MODEL = "timm:test_resnet"
 
@@ -155,7 +157,7 @@ def test_out_of_memory_backs_off_the_batch_and_gives_the_same_results(tiny_datas
 
 def test_out_of_memory_with_one_picture_fails_with_advice(tiny_dataset, tmp_path, monkeypatch):
     wrap_model(monkeypatch, OutOfMemory(None))
-    monkeypatch.setattr(engine.train.trainer.Backoff, "shrink", lambda self, batch: (_ for _ in ()).throw(
+    monkeypatch.setattr(engine.train.loop.Backoff, "shrink", lambda self, batch: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory (simulated)")))  # as when the pieces are single pictures
     rec = Recorder()
     result = fit(config_for(tiny_dataset, tmp_path, cache_features=False), rec)
@@ -168,7 +170,7 @@ def test_out_of_memory_with_one_picture_fails_with_advice(tiny_dataset, tmp_path
 def improving_validation(monkeypatch):
     """Every epoch is the best so far, so that every epoch writes best.safetensors."""
     scores = iter([(1.0 - 0.1 * i, 0.3 + 0.1 * i) for i in range(100)])
-    monkeypatch.setattr(engine.train.trainer, "evaluate_loader", lambda *a, **k: next(scores))
+    monkeypatch.setattr(engine.train.loop, "evaluate_loader", lambda *a, **k: next(scores))
 
 
 class Saved:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-import engine.train.trainer
+import engine.train.activity
 from engine import events as ev
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.train.trainer import fit
@@ -104,8 +104,8 @@ def test_progressive_moves_one_more_stage_each_phase(tiny_dataset, tmp_path):
 
 
 def test_events_come_every_few_steps_and_at_each_epoch_end(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine.train.trainer, "LAYER_ACTIVITY_EVERY", 3)
-    monkeypatch.setattr(engine.train.trainer, "LAYER_ACTIVITY_MIN_S", 0.0)  # however quick the steps
+    monkeypatch.setattr(engine.train.activity, "LAYER_ACTIVITY_EVERY", 3)
+    monkeypatch.setattr(engine.train.activity, "LAYER_ACTIVITY_MIN_S", 0.0)  # however quick the steps
     rec = Recorder()
     assert fit(config_for(tiny_dataset, tmp_path, "fine-tune-deep", epochs=2), rec).status == "completed"
     assert [(e.epoch, e.step) for e in rec.of(ev.LayerActivity)] == [(1, 3), (1, 4), (2, 6), (2, 8)]
@@ -120,11 +120,11 @@ def test_the_norms_are_each_stages_gradient_norm_averaged_over_the_steps(tiny_da
                                                                           share):
     """Checked against a plain computation (each stage's parameters' gradients, squared and summed, per measured
     step). With a tiny allowed time share, only the reporting steps are measured; the events still come."""
-    monkeypatch.setattr(engine.train.trainer, "LAYER_ACTIVITY_EVERY", 3)
-    monkeypatch.setattr(engine.train.trainer, "LAYER_ACTIVITY_MIN_S", 0.0)
-    monkeypatch.setattr(engine.train.trainer, "LAYER_ACTIVITY_SHARE", share)
+    monkeypatch.setattr(engine.train.activity, "LAYER_ACTIVITY_EVERY", 3)
+    monkeypatch.setattr(engine.train.activity, "LAYER_ACTIVITY_MIN_S", 0.0)
+    monkeypatch.setattr(engine.train.activity, "LAYER_ACTIVITY_SHARE", share)
     measured = []  # per measured step: each stage's gradient norm
-    add = engine.train.trainer._Activity.add_gradients
+    add = engine.train.activity.Activity.add_gradients
 
     def spy(self):
         sums = [0.0] * len(self.stages)
@@ -134,7 +134,7 @@ def test_the_norms_are_each_stages_gradient_norm_averaged_over_the_steps(tiny_da
         measured.append([math.sqrt(s) for s in sums])
         add(self)
 
-    monkeypatch.setattr(engine.train.trainer._Activity, "add_gradients", spy)
+    monkeypatch.setattr(engine.train.activity.Activity, "add_gradients", spy)
     marks = [0]  # how many steps were measured when each event came
 
     class Marking(Recorder):
@@ -159,7 +159,7 @@ def test_the_norms_are_each_stages_gradient_norm_averaged_over_the_steps(tiny_da
 
 
 def test_no_events_when_turned_off(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine.train.trainer, "LAYER_ACTIVITY_EVERY", 0)
+    monkeypatch.setattr(engine.train.activity, "LAYER_ACTIVITY_EVERY", 0)
     rec = Recorder()
     assert fit(config_for(tiny_dataset, tmp_path, "feature-extraction", epochs=1), rec).status == "completed"
     assert not rec.of(ev.LayerActivity)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import engine.train.checkpoint
 import engine.train.trainer
 from conftest import REPO
 from engine import events as ev
@@ -25,7 +26,8 @@ from engine import files
 from engine.project import runs
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.models.build import build_model
-from engine.train.trainer import fit, load_checkpoint, resume
+from engine.train.checkpoint import load_checkpoint
+from engine.train.trainer import fit, resume
 
 MODEL = "timm:test_resnet"  # a ResNet of 0.4 M parameters (BatchNorm, several stages): fast, and the real code paths
 KILL_DEADLINE_S = 300  # generous: the machine may be busy; the test polls and never waits this long when all is well
@@ -96,7 +98,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 # --- kill -9 ----------------------------------------------------------------------------------------------------
 
-PRELUDE = "import sys, engine.train.trainer as t; t.CHECKPOINT_EVERY_S = float(sys.argv.pop(1)); import main; " \
+PRELUDE = "import sys, engine.train.checkpoint as t; t.CHECKPOINT_EVERY_S = float(sys.argv.pop(1)); import main; " \
           "sys.exit(main.main(sys.argv[1:]))"
 
 
@@ -219,7 +221,7 @@ def test_stopping_and_resuming_gives_the_same_weights_as_one_run(tiny_dataset, t
 def test_a_crash_within_an_epoch_resumes_from_the_timed_checkpoint(tiny_dataset, tmp_path, models, monkeypatch):
     """The checkpoint 'every few minutes' within an epoch, with the interval made tiny: after a crash at step 6
     (epoch 2, step 2) the checkpoint holds epoch 2's first step; resuming gives the uninterrupted run's weights."""
-    monkeypatch.setattr(engine.train.trainer, "CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.train.checkpoint, "CHECKPOINT_EVERY_S", 0.0)
     config = config_for(tiny_dataset, tmp_path, epochs=3)
     whole = fit(config)
     reference = models[-1]

@@ -190,9 +190,9 @@ def test_a_diverging_loss_fails_with_advice(tiny_dataset, tmp_path):
 
 
 def test_early_stopping_ends_a_phase_without_progress(tiny_dataset, tmp_path, monkeypatch):
-    import engine.train.trainer
+    import engine.train.loop
 
-    monkeypatch.setattr(engine.train.trainer, "evaluate_loader", lambda *a, **k: (1.0, 0.5))  # validation never improves
+    monkeypatch.setattr(engine.train.loop, "evaluate_loader", lambda *a, **k: (1.0, 0.5))  # validation never improves
     rec = Recorder()
     result = fit(config_for(tiny_dataset, tmp_path, epochs=5, train={"early_stopping": 2}), rec)
     assert result.status == "completed" and result.epochs_completed == 3
