@@ -181,10 +181,11 @@ class TrainingPlots(QWidget):
         self.paused = False
         self._remove_regions()
         for plot in (*self.epoch_plots, self.heat_plot):
-            plot.enableAutoRange()  # the previous run's ranges go with its curves
+            plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)  # the previous run's ranges go with its curves
+            plot.enableAutoRange()
         self.acc_plot.setYRange(0, 1)
         self._show_epochs(1)
-        self.heat_plot.getAxis("left").setTicks(None)  # its stage names too
+        self.heat_plot.getAxis("left").setTicks([])  # its stage names too
         self.dirty = set(GROUPS)
         self._next = 0
         self.stack.setCurrentWidget(self.hint)
@@ -355,16 +356,22 @@ def _plain_numbers(plot: pg.PlotItem) -> None:
         plot.getAxis(side).enableAutoSIPrefix(False)
 
 
+TITLE_ROW = 30  # pyqtgraph's height of a plot's title row
+LEGEND_ROW = 20  # the line under it that holds a legend
+
+
 def _legend_above(plot: pg.PlotItem, curves) -> pg.LegendItem:
-    """A one-line legend in the plot's title row, right of its title (left-aligned): over no curve, whatever they do.
-    """
+    """A one-line legend between the plot's title and its curves, right-aligned: over no curve, whatever they do, and
+    clear of the title however narrow the plot."""
     legend = pg.LegendItem(colCount=len(curves), labelTextSize="8pt", horSpacing=8, frame=False)
+    legend.layout.setContentsMargins(0, 0, 0, 0)
+    legend.layout.setVerticalSpacing(0)
     legend.setParentItem(plot)
-    legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-4, 0))
+    legend.anchor(itemPos=(1, 1), parentPos=(1, 0), offset=(-4, TITLE_ROW + LEGEND_ROW))
     for curve in curves:
         legend.addItem(curve, curve.name())
-    plot.titleLabel.setAttr("justify", "left")
-    plot.setTitle(plot.titleLabel.text)
+    plot.layout.setRowFixedHeight(0, TITLE_ROW + LEGEND_ROW)  # the title row, one line taller
+    plot.layout.setAlignment(plot.titleLabel, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
     return legend
 
 

@@ -187,3 +187,97 @@ def test_a_stopped_run_is_resumed_from_the_run_history(qtbot, panel, tiny_datase
     history.select([0])
     assert not history.resume_button.isEnabled()  # a completed run has nothing left to resume
     assert "already completed" in history.resume_button.toolTip()
+
+
+def test_the_augmentation_preview_shows_eight_views_of_a_training_picture(qtbot, panel):
+    from PySide6.QtWidgets import QLabel
+
+    from gui.steps.train.panel import AugmentPreview
+
+    panel.settings.augment.setCurrentIndex(panel.settings.augment.findData("light"))
+    qtbot.mouseClick(panel.settings.preview, qtbot_button())
+    (dialog,) = panel.findChildren(AugmentPreview)
+    qtbot.waitExposed(dialog)
+    pictures = [label.pixmap() for label in dialog.findChildren(QLabel) if not label.pixmap().isNull()]
+    assert len(pictures) == 8
+    assert all(max(p.width(), p.height()) == 160 for p in pictures)
+    images = [p.toImage() for p in pictures]
+    assert len({bytes(image.constBits()) for image in images}) > 1  # random crops and mirrors: not one picture
+    centre = images[0].pixelColor(images[0].width() // 2, images[0].height() // 2)
+    assert max(centre.red(), centre.green(), centre.blue()) > 100  # the picture itself, not a black square
+    dialog.close()
+
+
+class FakeClock:
+    """A clock that moves 1 ms at each reading, whatever the real time: two runs that read it the same number of
+    times read the same times."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        self.now += 0.001
+        return self.now
+
+
+def test_pictures_per_second_leave_out_the_time_the_run_was_paused(tiny_dataset, tmp_path, monkeypatch):
+    """The window's Pause holds the engine in its event callback; the speed after it is the speed without it (it read
+    0.1 pictures/s after a few minutes' pause)."""
+    from engine.train import fit
+
+    def speeds(pause_at_step: int | None) -> list[float]:
+        monotonic = FakeClock()
+        monkeypatch.setattr(time, "monotonic", monotonic)
+        monkeypatch.setattr(time, "perf_counter", FakeClock())  # what the stage-activity reports are timed with
+        seen = []
+
+        def listener(event):
+            if isinstance(event, ev.StepEnded):
+                seen.append(event.images_per_s)
+                if event.step == pause_at_step:
+                    monotonic.now += 200.0  # paused for 200 s after this step
+
+        result = fit(tiny_config(tiny_dataset, tmp_path / f"runs-{pause_at_step}", epochs=1), listener)
+        monkeypatch.undo()
+        assert result.status == "completed", result.error
+        return seen
+
+    plain, paused = speeds(None), speeds(1)
+    assert len(plain) == len(paused) >= 2
+    assert paused == pytest.approx(plain, rel=1e-6)
+
+
+def test_another_project_shows_none_of_the_previous_projects_run(qtbot, tmp_path, tiny_dataset):
+    from engine.train.trainer import RunResult
+    from gui.main_window import MainWindow
+    from gui.settings import file_settings
+    from gui.sidebar import StepState
+
+    window = MainWindow(settings=file_settings(tmp_path / "settings.ini"), data_dir=tmp_path / "data")
+    window.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(window)
+    window.open_folder(tiny_dataset)
+    qtbot.waitUntil(lambda: window.project.dataset is not None and not window.data_page.scanning, timeout=30_000)
+    train = window.training.train
+    # The end of a run of this project, as the Train step saw it.
+    for event in (ev.RunStarted(str(tmp_path / "run"), ("blue", "green", "red"), 18, 6, "CPU", 2, 1000),
+                  ev.StepEnded(0, 1, 1, 2, 1.2, 0.01, 40.0), ev.StepEnded(0, 1, 2, 2, 1.0, 0.01, 40.0),
+                  ev.EpochEnded(0, "head", 1, 2, 1.0, 0.5, 0.9, 0.6, 0.01, 1.0, True)):
+        train.on_event(event)
+    train.on_finished(RunResult("completed", str(tmp_path / "run"), 0.6, 1, 1, None))
+    train.plots.redraw()
+    assert train.plots.smooth_loss.getData()[0] is not None and "Finished" in train.status.text()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("blue", "red"):
+        (other / name).symlink_to(tiny_dataset / name, target_is_directory=True)
+    window.open_folder(other)
+    qtbot.waitUntil(lambda: window.project.dataset is not None and not window.data_page.scanning, timeout=30_000)
+    for curve in (train.plots.step_loss, train.plots.smooth_loss, train.plots.val_acc, train.plots.speed_curve):
+        x, _ = curve.getData()
+        assert x is None or len(x) == 0
+    assert train.log.toPlainText() == "" and train.run_bar.value() == 0
+    assert train.last_result is None and "Finished" not in train.status.text()
+    assert window.steps.state("train")[0] is not StepState.DONE  # "A run has finished" was the other project's
+    window.shutdown()

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSizePolicy,
+                               QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.project import runs
-from gui.widgets.plots import OKABE_ITO, _duration, _pen
+from gui.widgets.format import plural
+from gui.widgets.plots import OKABE_ITO, _duration, _pen, _plain_numbers
 
 RUN_COLOURS = [OKABE_ITO[k] for k in ("blue", "vermillion", "green", "orange", "purple", "sky")]
 COLUMNS = ("Run", "Status", "Best accuracy", "Epochs", "Duration", "Strategy", "Model")
@@ -54,7 +55,12 @@ class RunHistory(QWidget):
         for plot in (self.acc_plot, self.loss_plot):
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setLabel("bottom", "epoch")
-        self.legend = self.acc_plot.addLegend(offset=(-5, -5), labelTextSize="8pt")
+            _plain_numbers(plot)
+        # Right of both plots, over no curve.
+        self.legend = pg.LegendItem(labelTextSize="8pt", frame=False)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # its lines, not the cell
+        self.compare.addItem(self.legend, row=0, col=2)
+        self.compare.ci.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
 
         top = QWidget()
         top_layout = QVBoxLayout(top)
@@ -94,7 +100,7 @@ class RunHistory(QWidget):
                 self.table.setItem(row, col, item)
             if info.path in selected:
                 self.table.selectRow(row)
-        self.hint.setText(f"{len(self.infos)} runs in {self.folder}" if self.infos else
+        self.hint.setText(f"{plural(len(self.infos), 'run')} in {self.folder}" if self.infos else
                           "No runs yet: press Start to train your first model.")
         self.runsChanged.emit(len(self.infos))
         self._show_selected()
@@ -155,10 +161,14 @@ class RunHistory(QWidget):
             epochs = [r["epoch"] for r in records]
             pen = _pen(RUN_COLOURS[n])
             label = f"{info.strategy or Path(info.path).name}"
-            self.acc_plot.plot(epochs, [r["val_acc"] for r in records], pen=pen, symbol="o", symbolSize=5,
-                               symbolBrush=RUN_COLOURS[n], name=label)
+            curve = self.acc_plot.plot(epochs, [r["val_acc"] for r in records], pen=pen, symbol="o", symbolSize=5,
+                                       symbolBrush=RUN_COLOURS[n], name=label)
+            self.legend.addItem(curve, label)
             self.loss_plot.plot(epochs, [r["val_loss"] for r in records], pen=pen, symbol="o", symbolSize=5,
                                 symbolBrush=RUN_COLOURS[n])
+        # pyqtgraph moves a legend to (0, 0) when its lines change: back into its place now, not at the next paint.
+        self.legend.updateGeometry()
+        self.compare.ci.layout.activate()
 
     def plotted_runs(self) -> int:
         return len([i for i in self.acc_plot.items if isinstance(i, pg.PlotDataItem)])

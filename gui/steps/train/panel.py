@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGridLayout,
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QImage, QPixmap
+from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGridLayout,
                                QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit, QProgressBar,
                                QPushButton, QScrollArea, QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
@@ -21,6 +22,7 @@ from engine import events as ev
 from engine.config import RunConfig
 from engine.train.runtime import available_devices
 from engine.train.trainer import RunResult
+from gui.widgets.format import plural
 from gui.widgets.plots import TrainingPlots
 from gui.steps.train.history import RunHistory
 from gui.steps.train.worker import TrainingController, preload_training_modules, training_modules_preloaded
@@ -32,6 +34,8 @@ AUGMENTS = [("none", "None: the pictures as they are"), ("light", "Light: crops 
             ("strong", "Strong: crops, mirrors, colour and RandAugment")]
 PRECISIONS = [("auto", "Automatic (mixed precision where it is faster)"), ("fp32", "Full precision (fp32)"),
               ("bf16", "bfloat16 mixed precision"), ("fp16", "float16 mixed precision")]
+
+START_TIP = "Train with these settings. The run is saved in the project's runs folder."
 
 
 def _combo(items, tip: str) -> QComboBox:
@@ -187,7 +191,8 @@ class TrainPanel(QWidget):
         self.settings.changed.connect(self._settings_changed)
         self.settings.preview.clicked.connect(self.show_preview)
         self.start_button = QPushButton("Start training")
-        self.start_button.setToolTip("Train with these settings. The run is saved in the project's runs folder.")
+        self.start_button.setToolTip(START_TIP)
+        self.blocked_reason = ""  # why the Train step cannot start yet (set_blocked); empty when it can
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Pause between two batches; Resume continues exactly where it stopped.")
         self.stop_button = QPushButton("Stop")
@@ -200,7 +205,7 @@ class TrainPanel(QWidget):
         self.epoch_bar.setValue(0)
         self.epoch_bar.setToolTip("How far the current epoch (one pass over the training pictures) is.")
         self.run_bar = QProgressBar()
-        self.run_bar.setFormat("Run: %v of %m epochs")
+        self._set_run_range(1)
         self.run_bar.setValue(0)
         self.run_bar.setToolTip("Epochs finished out of all the epochs of the run (every phase together).")
         self.status = QLabel("Ready.")
@@ -230,6 +235,19 @@ class TrainPanel(QWidget):
         left_layout.addWidget(self.epoch_bar)
         left_layout.addWidget(self.run_bar)
         left_layout.addWidget(self.status)
+        self.runs_note = ""  # what the window adds about where the runs go (set_runs_note)
+        self.runs_label = QLabel()
+        self.runs_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.runs_label.setWordWrap(True)
+        self.runs_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_runs_button = QPushButton("Open folder")
+        self.open_runs_button.setToolTip("Show the runs folder in the file manager: each run is a folder with its "
+                                         "settings, its curves and its trained model.")
+        self.open_runs_button.clicked.connect(self.open_runs_folder)
+        runs_row = QHBoxLayout()
+        runs_row.addWidget(self.runs_label, 1)
+        runs_row.addWidget(self.open_runs_button, 0, Qt.AlignmentFlag.AlignTop)
+        left_layout.addLayout(runs_row)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.plots, "Live")
@@ -261,8 +279,9 @@ class TrainPanel(QWidget):
         self.base_config = config
         self.settings.load(config)
         if not self.running:
-            self.run_bar.setRange(0, max(1, config.total_epochs))
+            self._set_run_range(max(1, config.total_epochs))
         self.history.set_folder(config.out)
+        self._show_runs_folder()
         self._update_buttons()
 
     def set_dataset(self, dataset) -> None:
@@ -276,6 +295,36 @@ class TrainPanel(QWidget):
         if self.base_config is not None:
             self.base_config = self.config()
             self.configChanged.emit(self.base_config)
+
+    # --- the runs folder --------------------------------------------------------------------------------------
+
+    def set_runs_note(self, note: str) -> None:
+        """A sentence shown after the runs folder (e.g. that a project not yet saved keeps its runs elsewhere)."""
+        self.runs_note = note
+        self._show_runs_folder()
+
+    def _show_runs_folder(self) -> None:
+        folder = self.base_config.out if self.base_config is not None else ""
+        self.open_runs_button.setEnabled(bool(folder))
+        self.runs_label.setToolTip(folder)
+        if not folder:
+            self.runs_label.setText("")
+            return
+        breakable = folder.replace(os.sep, os.sep + "\u200b")  # a long path wraps at its separators
+        self.runs_label.setText(f"Runs are saved in {breakable}" + (f"\n{self.runs_note}" if self.runs_note else ""))
+
+    def open_runs_folder(self) -> None:
+        """Show the runs folder in the file manager (made first when no run has been saved yet)."""
+        if self.base_config is None:
+            return
+        folder = Path(self.base_config.out)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.status.setText(f"The runs folder {folder} cannot be made ({exc.strerror or exc}).")
+            return
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.status.setText(f"No file manager could be opened: the runs are in {folder}.")
 
     # --- control ----------------------------------------------------------------------------------------------
 
@@ -293,7 +342,7 @@ class TrainPanel(QWidget):
         self.run_dir = None
         self.last_result = None
         self.epoch_bar.setValue(0)
-        self.run_bar.setRange(0, config.total_epochs)
+        self._set_run_range(config.total_epochs)
         self.run_bar.setValue(0)
         self.status.setText("Starting: reading the pictures and preparing the model ...")
         self.tabs.setCurrentWidget(self.plots)
@@ -323,11 +372,27 @@ class TrainPanel(QWidget):
     def toggle_pause(self) -> None:
         if self.controller.paused:
             self.controller.resume()
+            self.plots.resume()
             self.status.setText("Training ...")
         else:
             self.controller.pause()
+            self.plots.pause()  # the pause is not counted in the time left
             self.status.setText("Paused after the current batch. Press Resume to continue.")
         self._update_buttons()
+
+    def clear(self) -> None:
+        """Another project was opened (or this one closed): nothing of the previous project's runs stays on show —
+        curves, log, progress, the finished run. A run still training keeps its live view."""
+        if self.running:
+            return
+        self.plots.reset()
+        self.log.clear()
+        self.run_dir = None
+        self.last_result = None
+        self.epoch_bar.setValue(0)
+        self.run_bar.setValue(0)
+        self.status.setText("Ready.")
+        self.tabs.setCurrentWidget(self.plots)
 
     def stop(self) -> None:
         if self.running:
@@ -340,9 +405,20 @@ class TrainPanel(QWidget):
         self.controller.shutdown()
         self.plots.stop()
 
+    def set_blocked(self, reason: str) -> None:
+        """Why a run cannot start yet (the Train step's reason in the sidebar: no pictures, a model without its
+        weights ...), or "" when it can: Start is disabled, its tooltip saying why, until the reason goes."""
+        self.blocked_reason = reason
+        self._update_buttons()
+
+    def _set_run_range(self, total: int) -> None:
+        self.run_bar.setRange(0, total)
+        self.run_bar.setFormat(f"Run: %v of {plural(total, 'epoch')}")
+
     def _update_buttons(self) -> None:
         running = self.running
-        self.start_button.setEnabled(not running and self.base_config is not None)
+        self.start_button.setEnabled(not running and self.base_config is not None and not self.blocked_reason)
+        self.start_button.setToolTip(f"Not yet possible: {self.blocked_reason}" if self.blocked_reason else START_TIP)
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Resume" if self.controller.paused else "Pause")
         self.stop_button.setEnabled(running)
@@ -364,10 +440,11 @@ class TrainPanel(QWidget):
                       f"{event.val_acc:.1%}, loss {event.val_loss:.3f}" + ("  - best so far" if event.is_best else ""))
         elif isinstance(event, ev.RunStarted):
             self.run_dir = event.run_dir
-            self.run_bar.setRange(0, event.total_epochs)
+            self._set_run_range(event.total_epochs)
             self.run_bar.setValue(event.epochs_done)
             if event.resumed:
-                self._log(f"Resuming {event.run_dir} after {event.epochs_done} of {event.total_epochs} epochs.")
+                self._log(f"Resuming {event.run_dir} after {event.epochs_done} of "
+                          f"{plural(event.total_epochs, 'epoch')}.")
             else:
                 self._log(f"Run folder: {event.run_dir}")
         elif isinstance(event, ev.PhaseStarted):
@@ -386,7 +463,7 @@ class TrainPanel(QWidget):
             best = f"{result.best_val_acc:.1%} (epoch {result.best_epoch})" if result.best_val_acc is not None else "-"
             word = "Finished" if result.status == "completed" else "Stopped"
             self.status.setText(f"{word}. Best validation accuracy: {best}.")
-            self._log(f"{word} after {result.epochs_completed} epochs; best validation accuracy {best}.")
+            self._log(f"{word} after {plural(result.epochs_completed, 'epoch')}; best validation accuracy {best}.")
         self.history.refresh()
         self._update_buttons()
         self.runFinished.emit(result)
@@ -408,6 +485,15 @@ class TrainPanel(QWidget):
         if self.base_config is None:
             return
         source = self.base_config.data.source
+        preloaded = preload_training_modules()
+        if not preloaded.is_set():
+            # The preview imports timm's transforms, which the background preload may be importing right now: two
+            # threads importing one package can each see it half-made ("partially initialized module").
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                preloaded.wait()
+            finally:
+                QApplication.restoreOverrideCursor()
         try:
             index = self.dataset
             if index is None or Path(index.root).resolve() != Path(source).resolve():
