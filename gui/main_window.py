@@ -147,6 +147,10 @@ class MainWindow(QMainWindow):
             "Show the app's data &folder", "Open the folder where Transfer Studio keeps the demo and its backups.",
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.data_dir))))
         self.act_about = self._action("&About Transfer Studio", "Version and licence.", self._about)
+        self.act_check = self._action(
+            "&Check this computer...", "Python, PyTorch and CUDA versions, each GPU and whether it computes in bf16 "
+            "and fp16, free disk space, offline mode and the pretrained weights on this computer, with what to do "
+            "about each problem.", self.check_computer)
         self.act_guide = self._action(
             "&Guide", "What each step is for and how to choose: which strategy when, what freezing means, what the "
             "figures of Evaluate mean, exports, working offline.", self.show_guide, QKeySequence("F1"))
@@ -172,6 +176,7 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.setToolTipsVisible(True)
         help_menu.addAction(self.act_guide)
+        help_menu.addAction(self.act_check)
         help_menu.addSeparator()
         help_menu.addAction(self.act_data_folder)
         help_menu.addAction(self.act_about)
@@ -180,17 +185,20 @@ class MainWindow(QMainWindow):
     def set_offline(self, offline: bool, remember: bool = True) -> None:
         """The offline switch (engine.models.build.offline_mode): remembered, and shown in the status bar while on. The
         TRANSFER_STUDIO_OFFLINE environment variable turns it on for a session whatever was remembered."""
-        from engine.models.build import OFFLINE_ENV
+        from engine.offline import set_offline
 
-        if offline:
-            os.environ[OFFLINE_ENV] = "1"
-        else:
-            os.environ.pop(OFFLINE_ENV, None)
+        set_offline(offline)  # the switch, and the guard that refuses any connection to another computer while on
         if self.act_offline.isChecked() != offline:
             self.act_offline.setChecked(offline)
         self.offline_label.setVisible(offline)
         if remember:
             self.settings.setValue("network/offline", offline)
+
+    def check_computer(self) -> None:
+        """Help > Check this computer: the one dialog of this window (gui.check), checking afresh each time."""
+        from gui.check import show_check
+
+        show_check(self, runs_dir=self.project.config.out if self.project.is_open else None)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()

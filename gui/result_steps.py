@@ -3,7 +3,8 @@
 Both pages list the project's runs (``project.config.out``); the list is read again when the runs folder changes,
 when another project opens and when a training run ends (the new run is then chosen). The steps say how they stand:
 not yet possible until a run has completed, ready, then done once the chosen run is evaluated (Evaluate) or a model
-was exported (Predict & Export). Kept out of MainWindow so that the window stays a thin shell.
+was exported (Predict & Export). Kept out of MainWindow so that the window stays a thin shell. Their background
+work runs on lanes of the window's job service, which the window shuts down when it closes.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QApplication
 
 from gui.steps.evaluate import EvaluatePage
 from gui.steps.predict import PredictPage
+from gui.widgets.format import plural
 from gui.support.jobs import ModelCache
 from gui.sidebar import StepState
 
@@ -27,8 +28,8 @@ class ResultSteps(QObject):
         self.window = window
         self.project = window.project
         self.cache = ModelCache()  # one model in memory for both pages' heat maps and predictions
-        self.evaluate = EvaluatePage(cache=self.cache)
-        self.predict = PredictPage(cache=self.cache)
+        self.evaluate = EvaluatePage(jobs=window.jobs, cache=self.cache)
+        self.predict = PredictPage(jobs=window.jobs, cache=self.cache)
         window.steps.set_page(EVALUATE, self.evaluate)
         window.steps.set_page(EXPORT, self.predict)
         self._closed = False
@@ -37,14 +38,11 @@ class ResultSteps(QObject):
         self.project.project_replaced.connect(self.refresh)
         self.evaluate.evaluated.connect(lambda _: self._update_states())
         self.evaluate.runsChanged.connect(self._update_states)
-        self.evaluate.run_combo.currentIndexChanged.connect(lambda _: self._update_states())
+        self.evaluate.run_chooser.runChosen.connect(self._update_states)
         self.predict.exported.connect(lambda _: self._update_states())
         training = getattr(window, "training", None)
         if training is not None:
             training.train.runFinished.connect(self._run_finished)
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.shutdown)
         self.refresh()
 
     def refresh(self) -> None:
@@ -84,7 +82,7 @@ class ResultSteps(QObject):
         if self.evaluate.evaluation is not None:
             split = next(iter(self.evaluate.evaluation.splits.values()))
             steps.set_state(EVALUATE, StepState.DONE, f"Evaluated: {split.accuracy:.1%} right on the "
-                                                      f"{split.count} pictures.")
+                                                      f"{plural(split.count, 'picture')}.")
         else:
             steps.set_state(EVALUATE, StepState.READY, "A trained model is ready: press Evaluate to measure it.")
         if self.predict.last_export is not None:
@@ -93,7 +91,8 @@ class ResultSteps(QObject):
             steps.set_state(EXPORT, StepState.READY, "Classify new pictures, or export the model.")
 
     def shutdown(self) -> None:
-        """Stop the pages' background work and wait for it (the window is closing); safe to call twice."""
+        """Stop the pages' background work and wait for it (the window's shutdown does this for every step); safe to
+        call twice."""
         if self._closed:
             return
         self._closed = True

@@ -79,6 +79,7 @@ class TrainingSteps(QObject):
             self.picker.set_config(config)
         else:
             self.picker.set_runs_folder(config.out)
+            self.picker.data_source = config.data.source  # "Suggest models" scores on the project's pictures
         self.editor.set_config(config)
         self.train.set_config(config)
         self._open_model(config)
@@ -102,7 +103,7 @@ class TrainingSteps(QObject):
         if not has_data:
             reason = "Open a folder of pictures first: the new head needs to know your classes."
             steps.set_state("layers", StepState.BLOCKED, reason)
-            steps.set_state("train", StepState.BLOCKED, "Open a folder of pictures first.")
+            self._train_state(StepState.BLOCKED, "Open a folder of pictures first.")
             return
         if model_state is not StepState.DONE:
             if model_state is StepState.ATTENTION:
@@ -110,7 +111,7 @@ class TrainingSteps(QObject):
             else:
                 reason = "Waiting for the Model step to find out where the model's weights are ..."
             steps.set_state("layers", StepState.BLOCKED, reason)
-            steps.set_state("train", StepState.BLOCKED, reason)
+            self._train_state(StepState.BLOCKED, reason)
             return
         problem = self.editor.problem()
         steps.set_state("layers", StepState.ATTENTION if problem else StepState.DONE,
@@ -118,8 +119,15 @@ class TrainingSteps(QObject):
         if not self.train.running:
             result = self.train.last_result
             done = result is not None and result.status == "completed"
-            steps.set_state("train", StepState.DONE if done else StepState.READY,
-                            "A run has finished: see Evaluate." if done else "Ready to train.")
+            self._train_state(StepState.DONE if done else StepState.READY,
+                              "A run has finished: see Evaluate." if done else "Ready to train.")
+        else:
+            self.train.set_blocked("")
+
+    def _train_state(self, state: StepState, reason: str) -> None:
+        """The Train step's state in the sidebar; Start is disabled while the step is blocked, saying why."""
+        self.window.steps.set_state("train", state, reason)
+        self.train.set_blocked(reason if state is StepState.BLOCKED else "")
 
     def model_state(self, config: RunConfig) -> tuple[StepState, str]:
         """The Model step's state: done only when the model can start from its weights on this computer now

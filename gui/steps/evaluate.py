@@ -31,6 +31,7 @@ from engine.results.evaluate import SPLIT_NAMES, Evaluation, SplitEvaluation, ev
 from gui import style
 from gui.support.dialogs import start_folder
 from gui.support.jobs import Jobs, ModelCache
+from gui.widgets.format import plural
 from gui.widgets.pictures import (KeyRole, Gallery, PictureItem, PictureItemsModel, PicturePanel, error_html,
                                 file_name, percent)
 from gui.widgets.run_chooser import RunChooser, has_weights
@@ -77,8 +78,11 @@ def calibration_words(split: SplitEvaluation) -> str:
                "under-confident: it is right more often than it says")
         text += (f"It is {way}, so read its confidences as a ranking rather than as probabilities"
                  + (" (fairly close)." if split.ece < 0.1 else "."))
+    if split.ece_before is not None and split.temperature != 1.0:
+        text += (f" Before calibration (temperature scaling, T = {split.temperature:.2f}) the error was "
+                 f"{split.ece_before:.3f}; every confidence shown is the calibrated one.")
     if split.count < 100:
-        text += f" With only {split.count} pictures, this figure is rough."
+        text += f" With only {plural(split.count, 'picture')}, this figure is rough."
     return text
 
 
@@ -136,9 +140,10 @@ class ConfusionModel(QAbstractTableModel):
             total = int(self.counts[t].sum())
             text = f"True {true}, predicted {said}: {count} picture{'' if count == 1 else 's'}"
             if t == p:
-                text += f"\n{count} of the {total} pictures of '{true}' were recognised ({percent(share, 0)})."
+                text += (f"\n{count} of the {plural(total, 'picture')} of '{true}' were recognised "
+                         f"({percent(share, 0)}).")
             else:
-                text += (f"\n{count} of the {total} pictures of '{true}' were taken for '{said}' "
+                text += (f"\n{count} of the {plural(total, 'picture')} of '{true}' were taken for '{said}' "
                          f"({percent(share, 0)}).")
             return text + ("\nClick to see them." if count else "")
         if role == self.ShareRole:
@@ -670,7 +675,8 @@ class EvaluatePage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         total = sum(s.count for s in evaluation.splits.values())
-        self.status.setText(f"Evaluated {total} pictures in {evaluation.seconds:.0f} s on {evaluation.device}; "
+        self.status.setText(f"Evaluated {plural(total, 'picture')} in {evaluation.seconds:.0f} s on "
+                            f"{evaluation.device}; "
                             f"saved in {file_name(evaluation.path)} in the run folder.")
         if run == self.current_run():
             self.show_evaluation(evaluation)
@@ -779,7 +785,8 @@ class EvaluatePage(QWidget):
                 f"&nbsp;&nbsp;right: {split.correct} of the {split.count} {html.escape(words)} pictures. "
                 f"Average F1 over the classes {split.macro_f1:.3f}.")
         if split.unreadable:
-            text += (f" <span style='color:{OKABE_VERMILLION}'>{len(split.unreadable)} pictures could not be read "
+            text += (f" <span style='color:{OKABE_VERMILLION}'>{plural(len(split.unreadable), 'picture')} could "
+                     "not be read "
                      "and were left out.</span>")
         self.summary.setText(text)
         if split.unreadable:
@@ -868,9 +875,11 @@ class EvaluatePage(QWidget):
             text = f"No picture of '{t}' was taken for '{p}'." if true != predicted else \
                 f"No picture of '{t}' was recognised."
         elif true == predicted:
-            text = f"{len(indices)} pictures of '{t}' recognised correctly, the ones the model was most sure of first."
+            text = (f"{plural(len(indices), 'picture')} of '{t}' recognised correctly, the ones the model was most "
+                    "sure of first.")
         else:
-            text = (f"{len(indices)} pictures of '{t}' that the model took for '{p}', the ones it was most sure of "
+            text = (f"{plural(len(indices), 'picture')} of '{t}' that the model took for '{p}', the ones it was "
+                    "most sure of "
                     "first.")
         self.cell_title.setText(text)
         if self.matrix.table.currentIndex() != self.matrix.model.index(true, predicted):

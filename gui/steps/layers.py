@@ -717,6 +717,11 @@ class LayerEditor(QWidget):
         summary_row.addWidget(legend)
         tree_layout.addLayout(summary_row)
         tree_layout.addWidget(self.warning_label)
+        from gui.widgets.advice import StageAdvice
+
+        self.advice = StageAdvice(self, jobs=jobs)  # per-stage scores and the suggested freeze point (issue 13)
+        self.advice.applyFreeze.connect(self.retrain_after)
+        tree_layout.addWidget(self.advice)
 
         phase_box = QWidget()
         phase_layout = QVBoxLayout(phase_box)
@@ -778,6 +783,7 @@ class LayerEditor(QWidget):
     def set_config(self, config: RunConfig) -> None:
         """Take the run's settings and its saved plan; a preset is resolved again for the new settings."""
         self._config = config
+        self.advice.set_target(config.data.source, config.model.name, config.model.weights)
         self.model.set_layer_decay(config.train.layer_decay)
         self._strategy = config.strategy if config.strategy in PRESET_NAMES else CUSTOM
         self._saved = tuple(config.phases)  # adopted by _replan once the model's stages are known
@@ -847,6 +853,19 @@ class LayerEditor(QWidget):
         self._strategy, self._phases, self._saved = strategy, [], ()
         self._current = 0
         self._replan()
+
+    def retrain_after(self, stage: str) -> None:
+        """The advice's one click: the current phase keeps the stages up to ``stage`` as they are and retrains the
+        ones after it and the head (a custom plan)."""
+        if self._tree is None or stage not in self._tree.names:
+            return
+        names = self._tree.names
+        cut = names.index(stage) + 1
+        if names[cut:] == [HEAD]:  # keep the whole body: that is the feature-extraction preset
+            self.apply_preset("feature-extraction")
+            return
+        self.model.set_trained(names[cut:], True)
+        self.model.set_trained(names[:cut], False)
 
     def select_phase(self, index: int) -> None:
         self.phase_table.selectRow(index)

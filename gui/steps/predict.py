@@ -33,6 +33,7 @@ from engine.results.predict import Prediction, predict_paths, summary_line, writ
 from gui import style
 from gui.support.dialogs import start_folder, start_path
 from gui.support.jobs import Jobs, ModelCache
+from gui.widgets.format import plural
 from gui.widgets.pictures import GREEN, VERMILLION, PicturePanel, error_html, file_name, percent, square_pixmap
 from gui.widgets.run_chooser import RunChooser
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
@@ -563,7 +564,7 @@ class PredictPage(QWidget):
         except UserError as exc:
             self.status.setText(error_html(str(exc)))
             return
-        self.status.setText(f"Saved {len(rows)} rows in {html.escape(str(written))}.")
+        self.status.setText(f"Saved {plural(len(rows), 'row')} in {html.escape(str(written))}.")
 
     def choose_export_folder(self) -> None:
         folder = self.ask_folder("Choose the folder to export the model into")

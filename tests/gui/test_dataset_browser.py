@@ -194,12 +194,12 @@ def test_double_click_shows_a_larger_preview_with_the_file_facts(qtbot, window, 
     preview = window.data_page.browser.preview
     assert preview is not None and preview.isVisible()
     qtbot.waitUntil(lambda: preview.fields["dimensions"].text() != "...")
-    assert preview.fields["name"].text() == "blue_00.png"
+    assert preview.fields["name"].text() == grid.model().index(0, 0).data()  # the picture clicked
     assert preview.fields["dimensions"].text() == "40 x 32 pixels"
     assert preview.fields["mode"].text() == "RGB colour (RGB)"
     assert preview.fields["format"].text() == "PNG"
     assert preview.fields["size"].text().endswith("bytes")
-    assert preview.fields["path"].text() == str(tiny_dataset / "blue" / "blue_00.png")
+    assert preview.fields["path"].text() == str(tiny_dataset / "blue" / grid.model().index(0, 0).data())
     assert preview.fields["class"].text() == "blue"
 
 
@@ -249,7 +249,7 @@ def test_a_scan_can_be_cancelled_and_the_window_stays_usable(qtbot, window, tiny
     assert page.scan_bar.isVisible() and page.scanning
     qtbot.mouseClick(page.scan_bar.cancel, Qt.MouseButton.LeftButton)
     assert not page.scanning and not page.scan_bar.isVisible()
-    qtbot.waitUntil(lambda: not page.scanner._threads)  # the worker thread ended
+    qtbot.waitUntil(page.scanner.jobs.idle)  # the scan's job ended
     assert "cancelled" in window.statusBar().currentMessage().lower()
     release.set()
 
@@ -260,11 +260,11 @@ def test_closing_the_window_during_a_scan_stops_it_cleanly(qtbot, tmp_path, tiny
     w.open_folder(tiny_dataset)
     release = threading.Event()
     w.data_page.start_scan(_blocking_prepare(release))
-    threads = list(w.data_page.scanner._threads.values())
-    assert threads and threads[0].isRunning()
+    scan = w.data_page.scanner.jobs.current("scan")
+    assert scan is not None and not scan.ended.is_set()
     assert w.close()
-    assert not threads[0].isRunning()
-    assert not w.data_page.scanner._threads
+    assert scan.ended.is_set()
+    assert w.data_page.scanner.jobs.idle() and w.jobs.idle()
     release.set()
 
 

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel
 from engine.data.scan import DatasetIndex
 from gui.steps.data.picture_model import ALL, ClassRole, PathRole, PictureListModel, SplitRole
 from gui.support.jobs import Jobs
+from gui.widgets.format import plural
 from gui.widgets.preview import PreviewDialog
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader
 
@@ -71,14 +72,14 @@ class PictureGrid(QListView):
 
 class DatasetBrowser(QWidget):
     """Filters, the grid and a count; double-click opens the preview. Thumbnails and the preview are decoded on a
-    lane of ``jobs`` (the page's job service), or on a service of the browser's own."""
+    lane of ``jobs`` (the window's job service), or on a service of the browser's own."""
 
     picture_opened = Signal(str)  # path
 
     def __init__(self, loader: ThumbnailLoader | None = None, cache: ThumbnailCache | None = None,
                  parent: QWidget | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
-        self.jobs = jobs.lane(self) if jobs is not None else Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
         self.loader = loader or ThumbnailLoader(parent=self, jobs=self.jobs)
         self.model = PictureListModel(self.loader, cache, self)
         self.preview: PreviewDialog | None = None
@@ -146,8 +147,26 @@ class DatasetBrowser(QWidget):
     # -- content ---------------------------------------------------------------------------------------------
 
     def set_dataset(self, index: DatasetIndex | None) -> None:
+        """Show ``index``. The same pictures again (scanned again, split anew) keep the filters and the place in the
+        grid; another folder or project (announced by None first, or another root) starts unfiltered, at the top."""
+        shown = self.model.dataset
+        fresh = index is None or shown is None or index.root != shown.root
+        if fresh:
+            self._reset_filter_controls()
         self._fill_class_filter(index)
-        self.model.set_dataset(index)
+        self.model.set_dataset(index, keep_filter=not fresh)
+        if fresh:
+            self.grid.scrollToTop()
+
+    def _reset_filter_controls(self) -> None:
+        self._search_timer.stop()
+        for widget in (self.class_filter, self.split_filter, self.search):
+            widget.blockSignals(True)
+        self.class_filter.setCurrentIndex(0)
+        self.split_filter.setCurrentIndex(0)
+        self.search.clear()
+        for widget in (self.class_filter, self.split_filter, self.search):
+            widget.blockSignals(False)
 
     def _fill_class_filter(self, index: DatasetIndex | None) -> None:
         current = self.class_filter.currentData() or ALL
@@ -188,7 +207,7 @@ class DatasetBrowser(QWidget):
 
     def _update_count(self) -> None:
         shown, total = self.model.rowCount(), self.model.total
-        self.count.setText(f"{shown:,} pictures" if shown == total else f"{shown:,} of {total:,} pictures")
+        self.count.setText(plural(shown, "picture") if shown == total else f"{shown:,} of {plural(total, 'picture')}")
         self.stack.setCurrentWidget(self.empty if total and not shown else self.grid)
 
     # -- preview ---------------------------------------------------------------------------------------------

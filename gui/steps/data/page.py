@@ -13,13 +13,15 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QStackedLayout,
                                QVBoxLayout, QWidget)
 
-from engine.data.scan import DatasetIndex
+from engine.data.scan import DatasetIndex, apply_overrides
 from gui import style
 from gui.steps.data.class_chart import ClassCountChart
 from gui.steps.data.browser import DatasetBrowser
+from gui.widgets.format import plural
 from gui.steps.data.health import HealthPanel
 from gui.project import ProjectModel
 from gui.steps.data.scan_worker import Prepare, Scanner
+from gui.steps.data.review import ReviewView
 from gui.steps.data.split_controls import SplitControls
 from engine.data.split import resplit
 from gui.support.jobs import Jobs
@@ -62,7 +64,7 @@ class ScanBar(QWidget):
 
 class DataPage(QWidget):
     """Emits ``status(sentence)`` for the status bar and ``state_changed`` when the step's state should be updated.
-    Scans, thumbnails and the preview run on ``jobs`` (the window's lane for this step), or on the page's own."""
+    Scans, thumbnails and the preview run on lanes of ``jobs`` (the window's job service), or of the page's own."""
 
     status = Signal(str)
     state_changed = Signal()
@@ -73,10 +75,11 @@ class DataPage(QWidget):
                  cache: ThumbnailCache | None = None, parent: QWidget | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
         self.project = project
-        self.jobs = jobs if jobs is not None else Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
         self.scanner = Scanner(self, jobs=self.jobs)
         self.error: str = ""  # the last scan's failure, as a sentence
         self.scanning = False
+        self.scanned: DatasetIndex | None = None  # the last scan, without the review's decisions (overrides)
 
         # header: where the pictures are
         self.source = QLabel()
@@ -90,8 +93,15 @@ class DataPage(QWidget):
         self.rescan.setIcon(style.icon("refresh"))
         self.rescan.setToolTip("Look at the folder again, after you added, removed or fixed pictures.")
         self.rescan.clicked.connect(self.start_scan)
+        self.review_button = QPushButton("Review...")
+        self.review_button.setIcon(style.icon("warning"))
+        self.review_button.setToolTip("Look for likely wrong labels, copies (also between training and validation) "
+                                      "and suspicious pictures, and decide what to do with each.")
+        self.review_button.clicked.connect(self.show_review)
+        self.review_button.setEnabled(False)
         header = QHBoxLayout()
         header.addWidget(self.source, 1)
+        header.addWidget(self.review_button)
         header.addWidget(self.rescan)
         header.addWidget(self.change)
 
@@ -150,9 +160,16 @@ class DataPage(QWidget):
         empty_layout.addStretch(2)
         self.empty = empty
 
+        self.review = ReviewView(project, self.jobs)
+        self.review.overrides_changed.connect(self._apply_overrides)
+        self.review.rescan_requested.connect(self.start_scan)
+        self.review.back_requested.connect(lambda: self.body.setCurrentWidget(self.splitter))
+        self.review.status.connect(self.status)
+
         self.body = QStackedLayout()
         self.body.addWidget(self.splitter)
         self.body.addWidget(self.empty)
+        self.body.addWidget(self.review)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 8)
@@ -198,21 +215,28 @@ class DataPage(QWidget):
     def shutdown(self) -> None:
         """Stop the scan and the thumbnails, and wait for them (the window's job service also does this)."""
         self.browser.shutdown()
+        self.review.shutdown()
         self.jobs.shutdown()
 
     def _on_scanned(self, index: DatasetIndex, extra) -> None:
         self._scan_ended()
         if extra is not None:
             self.prepared.emit(extra)
+        self.scanned = index
+        self.review.set_index(index)
+        data = self.project.config.data
+        index = apply_overrides(index, data.exclude, data.relabel)
         self.project.set_dataset(index)
         counts = index.counts()
         sizes = ", ".join(f"{sum(counts[s].values()):,} {w}" for s, w in
                           (("train", "training"), ("val", "validation"), ("test", "test")) if any(counts[s].values()))
-        self.status.emit(f"{len(index.classes)} classes: {sizes} pictures.")
+        self.status.emit(f"{plural(len(index.classes), 'class', 'classes')}: {sizes} pictures.")
 
     def _on_failed(self, message: str) -> None:
         self._scan_ended()
         self.error = message
+        self.scanned = None
+        self.review.set_index(None)
         self.project.set_dataset(None)
         self._show_message(message + "\n\nChoose another folder, or fix this one and scan again.", button=True)
         self.status.emit(message)
@@ -237,6 +261,8 @@ class DataPage(QWidget):
     def _on_project_replaced(self) -> None:
         self.scanner.cancel()
         self.error = ""
+        self.scanned = None
+        self.review.set_index(None)
         self._show_dataset(None)
 
     def _show_dataset(self, index: DatasetIndex | None) -> None:
@@ -246,6 +272,7 @@ class DataPage(QWidget):
         self.browser.set_dataset(index)
         self.split.set_state(index, self.project.config.data)
         self.health.set_dataset(index)
+        self.review_button.setEnabled(index is not None and self.scanned is not None)
         if index is None:
             self.chart.set_counts([], {})
             if not self.scanning and not self.error:
@@ -254,7 +281,8 @@ class DataPage(QWidget):
                                    button=True)
         else:
             self.chart.set_counts(index.classes, index.counts())
-            self.body.setCurrentWidget(self.splitter)
+            if self.body.currentWidget() is not self.review:
+                self.body.setCurrentWidget(self.splitter)
         self.state_changed.emit()
 
     def _show_message(self, text: str, button: bool) -> None:
@@ -265,9 +293,25 @@ class DataPage(QWidget):
     # -- splitting -------------------------------------------------------------------------------------------
 
     def _on_split_changed(self, val: float, test: float, seed: int) -> None:
-        index = self.project.dataset
+        index = self.scanned
         if index is None:
             return
         mode = self.split.mode()
         self.project.update_data(val_fraction=val, test_fraction=test, split_seed=seed, split=mode)
-        self.project.set_dataset(resplit(index, val, test, seed, mode))
+        self.scanned = resplit(index, val, test, seed, mode)
+        self.review.set_index(self.scanned)
+        self._apply_overrides()
+
+    # -- the review --------------------------------------------------------------------------------------------
+
+    def show_review(self) -> None:
+        """The Review view: the data doctor's findings and the user's decisions."""
+        if self.scanned is not None:
+            self.body.setCurrentWidget(self.review)
+
+    def _apply_overrides(self) -> None:
+        """The dataset with the review's decisions, for the grid, the counts, the health report and training."""
+        if self.scanned is None:
+            return
+        data = self.project.config.data
+        self.project.set_dataset(apply_overrides(self.scanned, data.exclude, data.relabel))

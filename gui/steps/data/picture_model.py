@@ -15,7 +15,7 @@ import os
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
 
-from engine.data.scan import DatasetIndex, Sample
+from engine.data.scan import SPLITS, DatasetIndex, Sample
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
 
 ALL = ""  # the "any class" / "any split" filter value
@@ -27,6 +27,15 @@ SplitRole = Qt.ItemDataRole.UserRole + 3
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
+def display_order(index: DatasetIndex) -> list[int]:
+    """The order the grid shows the samples in: training pictures first, then validation, then test (as the work
+    goes); within a split by class, then by file name."""
+    rank = {name: i for i, name in enumerate(SPLITS)}
+    samples = index.samples
+    return sorted(range(len(samples)), key=lambda i: (rank.get(samples[i].split, len(rank)), samples[i].label,
+                                                      os.path.basename(samples[i].path).lower(), samples[i].path))
+
+
 class PictureListModel(QAbstractListModel):
     filter_changed = Signal()
 
@@ -35,7 +44,8 @@ class PictureListModel(QAbstractListModel):
         self.loader = loader
         self.cache = cache or ThumbnailCache()
         self._index: DatasetIndex | None = None
-        self._rows: list[int] = []  # indices into self._index.samples, in display order
+        self._order: list[int] = []  # indices into self._index.samples, in display order (see display_order)
+        self._rows: list[int] = []  # those of self._order that the filters let through
         self._row_of: dict[str, int] = {}  # path -> row, for the rows shown
         self._broken: dict[str, str] = {}  # path -> why its thumbnail cannot be made
         self._filter = (ALL, ALL, "")
@@ -50,11 +60,13 @@ class PictureListModel(QAbstractListModel):
     def dataset(self) -> DatasetIndex | None:
         return self._index
 
-    def set_dataset(self, index: DatasetIndex | None) -> None:
-        """Show ``index`` (keeping the filters that still make sense); None empties the grid."""
+    def set_dataset(self, index: DatasetIndex | None, keep_filter: bool = True) -> None:
+        """Show ``index`` (keeping the filters that still make sense, or none with ``keep_filter=False``); None
+        empties the grid."""
         self.loader.cancel_pending()
         self._index = index
-        class_name, split, text = self._filter
+        self._order = display_order(index) if index is not None else []
+        class_name, split, text = self._filter if keep_filter else (ALL, ALL, "")
         if index is None or class_name not in index.classes:
             class_name = ALL
         self._apply(class_name, split, text)
@@ -89,9 +101,9 @@ class PictureListModel(QAbstractListModel):
             label = self._index.classes.index(class_name) if class_name else -1
             needle = text.lower()
             self._rows = [
-                i for i, s in enumerate(samples)
-                if (label < 0 or s.label == label) and (not split or s.split == split)
-                and (not needle or needle in os.path.basename(s.path).lower())
+                i for i in self._order
+                if (label < 0 or samples[i].label == label) and (not split or samples[i].split == split)
+                and (not needle or needle in os.path.basename(samples[i].path).lower())
             ]
         self._row_of = {self._index.samples[i].path: row for row, i in enumerate(self._rows)} if self._index else {}
         self.endResetModel()

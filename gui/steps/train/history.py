@@ -22,6 +22,7 @@ STATUS_WORDS = {"completed": "Completed", "stopped": "Stopped", "failed": "Faile
 class RunHistory(QWidget):
     runsChanged = Signal(int)
     resumeRequested = Signal(str)  # the folder of a stopped, failed or interrupted run to continue
+    scratchRequested = Signal(str)  # the folder of a completed run to repeat from random weights (issue 13)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +48,14 @@ class RunHistory(QWidget):
         self.resume_button.setEnabled(False)
         self.resume_button.clicked.connect(self._resume_clicked)
         self.busy = False  # a run is training: nothing can be resumed meanwhile
+        self.scratch_button = QPushButton("Compare with training from scratch")
+        self.scratch_button.setToolTip("Train the selected run again from random weights, with the same pictures "
+                                       "and the same number of epochs, to see what transfer gained.")
+        self.scratch_button.setEnabled(False)
+        self.scratch_button.clicked.connect(self._scratch_clicked)
+        self.comparison_label = QLabel()
+        self.comparison_label.setWordWrap(True)
+        self.comparison_label.setVisible(False)
 
         self.compare = pg.GraphicsLayoutWidget()
         self.compare.setBackground(self.palette().base().color())
@@ -67,10 +76,12 @@ class RunHistory(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         bar = QHBoxLayout()
         bar.addWidget(self.hint, 1)
+        bar.addWidget(self.scratch_button)
         bar.addWidget(self.resume_button)
         bar.addWidget(self.refresh_button)
         top_layout.addLayout(bar)
         top_layout.addWidget(self.table)
+        top_layout.addWidget(self.comparison_label)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(self.compare)
@@ -119,6 +130,7 @@ class RunHistory(QWidget):
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
         self._update_resume()
+        self._update_scratch()
 
     def _selected_for_resume(self) -> tuple[str | None, str | None]:
         """(the one selected run's folder, why it cannot be resumed: None when it can); (None, None) when not exactly
@@ -145,6 +157,24 @@ class RunHistory(QWidget):
         else:
             self.resume_button.setToolTip(problem)
 
+    def _update_scratch(self) -> None:
+        from engine.advise import scratch
+
+        rows = self.selected_rows()
+        path = self.infos[rows[0]].path if len(rows) == 1 else None
+        problem = scratch.comparison_problem(path) if path else "Select one completed run."
+        self.scratch_button.setEnabled(path is not None and problem is None and not self.busy)
+        self.scratch_button.setToolTip(problem or "Train this run again from random weights, with the same pictures "
+                                       "and the same number of epochs, to see what transfer gained.")
+        comparison = scratch.comparison_of(path) if path else None
+        self.comparison_label.setText(comparison["sentence"] if comparison else "")
+        self.comparison_label.setVisible(bool(comparison))
+
+    def _scratch_clicked(self) -> None:
+        rows = self.selected_rows()
+        if len(rows) == 1 and not self.busy:
+            self.scratchRequested.emit(self.infos[rows[0]].path)
+
     def _resume_clicked(self) -> None:
         path = self.resumable()
         if path is not None:
@@ -152,6 +182,7 @@ class RunHistory(QWidget):
 
     def _show_selected(self) -> None:
         self._update_resume()
+        self._update_scratch()
         for plot in (self.acc_plot, self.loss_plot):
             plot.clear()
         self.legend.clear()

@@ -20,12 +20,17 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QDoubleSpinBox,
 
 from engine import events as ev
 from engine.config import RunConfig
+from engine.train.prefix import preparing_text
 from engine.train.runtime import available_devices
 from engine.train.trainer import RunResult
+from gui.widgets.doctor import DoctorPanel
 from gui.widgets.format import plural
+from gui.widgets.lr_plot import LRPlot
 from gui.widgets.plots import TrainingPlots
 from gui.steps.train.history import RunHistory
 from gui.steps.train.worker import TrainingController, preload_training_modules, training_modules_preloaded
+
+EPOCH_FORMAT = "Epoch: %p %"  # the epoch bar's text while an epoch trains (a Preparing stage has its own)
 
 OPTIMIZERS = [("adamw", "AdamW (adaptive; a safe default)"), ("sgd", "SGD with momentum (classic fine-tuning)")]
 SCHEDULES = [("cosine", "Warm-up, then slowly lower (cosine)"), ("onecycle", "One cycle (up, then down)"),
@@ -71,6 +76,9 @@ class TrainSettings(QWidget):
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=1.0, singleStep=0.0005)
         self.lr.setToolTip("How big the learning steps of the new head are; retrained layers use a fraction of it. "
                            "Lower it if the loss jumps around or becomes NaN.")
+        self.find_lr = QPushButton("Find...")
+        self.find_lr.setToolTip("Try a range of learning rates on your pictures for a few seconds (Smith's range "
+                                "test) and suggest the one where the loss falls fastest.")
         self.batch = QSpinBox(minimum=0, maximum=1024)
         self.batch.setSpecialValueText("Automatic")
         self.batch.setToolTip("Pictures per learning step. Automatic chooses for your computer (and takes fewer at "
@@ -97,7 +105,10 @@ class TrainSettings(QWidget):
         augment_row.addWidget(self.augment, 1)
         augment_row.addWidget(self.preview)
         form.addRow("Epochs", self.epochs)
-        form.addRow("Learning rate", self.lr)
+        lr_row = QHBoxLayout()
+        lr_row.addWidget(self.lr, 1)
+        lr_row.addWidget(self.find_lr)
+        form.addRow("Learning rate", lr_row)
         form.addRow("Batch size", self.batch)
         form.addRow("Optimizer", self.optimizer)
         form.addRow("Schedule", self.schedule)
@@ -177,9 +188,14 @@ class TrainPanel(QWidget):
     configChanged = Signal(object)
     runFinished = Signal(object)  # RunResult
 
-    def __init__(self, parent: QWidget | None = None, controller: TrainingController | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, controller: TrainingController | None = None,
+                 jobs=None) -> None:
         super().__init__(parent)
+        from gui.support.jobs import Jobs
+
         self.controller = controller or TrainingController(self)
+        # The learning-rate search runs on a lane of the window's job service (its own service when made alone).
+        self.jobs = Jobs(self, 1, service=jobs if jobs is not None else getattr(parent, "jobs", None))
         self.preloaded = training_modules_preloaded()  # set once the modules a run needs are imported
         self.base_config: RunConfig | None = None
         self.last_result: RunResult | None = None
@@ -201,7 +217,7 @@ class TrainPanel(QWidget):
         self.pause_button.clicked.connect(self.toggle_pause)
         self.stop_button.clicked.connect(self.stop)
         self.epoch_bar = QProgressBar()
-        self.epoch_bar.setFormat("Epoch: %p %")
+        self.epoch_bar.setFormat(EPOCH_FORMAT)
         self.epoch_bar.setValue(0)
         self.epoch_bar.setToolTip("How far the current epoch (one pass over the training pictures) is.")
         self.run_bar = QProgressBar()
@@ -215,6 +231,12 @@ class TrainPanel(QWidget):
         self.log.setPlaceholderText("Messages from the training appear here.")
         self.plots = TrainingPlots()
         self.history = RunHistory()
+        self.lr_plot = LRPlot()
+        self.lr_plot.applyRequested.connect(self.apply_lr)
+        self.settings.find_lr.clicked.connect(self.find_lr)
+        self.doctor = DoctorPanel()
+        self.doctor.actionRequested.connect(self.apply_advice)
+        self.history.table.itemSelectionChanged.connect(self._show_selected_advice)
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -252,6 +274,8 @@ class TrainPanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.plots, "Live")
         self.tabs.addTab(self.history, "Run history")
+        self.tabs.addTab(self.lr_plot, "Learning rate")
+        self.tabs.addTab(self.doctor, "Advice")
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.tabs)
         right.addWidget(self.log)
@@ -265,6 +289,8 @@ class TrainPanel(QWidget):
         layout.addWidget(self.splitter)
 
         self.history.resumeRequested.connect(self.resume_run)
+        self.history.scratchRequested.connect(self.compare_with_scratch)
+        self.scratch_for: str | None = None  # the run a training from scratch is compared with, while it trains
         self.controller.event.connect(self.on_event)
         self.controller.finished.connect(self.on_finished)
         self._update_buttons()
@@ -341,6 +367,7 @@ class TrainPanel(QWidget):
         self.log.clear()
         self.run_dir = None
         self.last_result = None
+        self.epoch_bar.setFormat(EPOCH_FORMAT)
         self.epoch_bar.setValue(0)
         self._set_run_range(config.total_epochs)
         self.run_bar.setValue(0)
@@ -363,10 +390,42 @@ class TrainPanel(QWidget):
         self.log.clear()
         self.run_dir = run_dir
         self.last_result = None
+        self.epoch_bar.setFormat(EPOCH_FORMAT)
         self.epoch_bar.setValue(0)
         self.status.setText(f"Resuming {Path(run_dir).name} from its last checkpoint ...")
         self.tabs.setCurrentWidget(self.plots)
         self.controller.continue_run(run_dir)
+        self._update_buttons()
+
+    def compare_with_scratch(self, run_dir: str) -> None:
+        """Train the run again from random weights with the same budget (the Run history's button); when it
+        completes, the run's summary states what transfer gained (engine.advise.scratch)."""
+        from engine.advise.scratch import scratch_config
+        from engine.errors import UserError
+
+        if self.running:
+            return
+        try:
+            config = scratch_config(run_dir)
+        except UserError as exc:
+            self.status.setText(str(exc))
+            return
+        self.plots.reset()
+        self.plots.start()
+        self.log.clear()
+        self.run_dir = None
+        self.last_result = None
+        self.epoch_bar.setFormat(EPOCH_FORMAT)
+        self.epoch_bar.setValue(0)
+        self._set_run_range(config.total_epochs)
+        self.run_bar.setValue(0)
+        self.status.setText(f"Training {Path(run_dir).name} again from random weights, with the same budget ...")
+        self.tabs.setCurrentWidget(self.plots)
+        dataset = self.dataset
+        if dataset is not None and Path(dataset.root).resolve() != Path(config.data.source).resolve():
+            dataset = None
+        self.scratch_for = run_dir
+        self.controller.start(config, dataset)
         self._update_buttons()
 
     def toggle_pause(self) -> None:
@@ -389,6 +448,7 @@ class TrainPanel(QWidget):
         self.log.clear()
         self.run_dir = None
         self.last_result = None
+        self.epoch_bar.setFormat(EPOCH_FORMAT)
         self.epoch_bar.setValue(0)
         self.run_bar.setValue(0)
         self.status.setText("Ready.")
@@ -403,6 +463,7 @@ class TrainPanel(QWidget):
     def shutdown(self) -> None:
         """Stop and wait for a run (the window is closing): the run is saved as 'stopped'."""
         self.controller.shutdown()
+        self.jobs.shutdown()  # the learning-rate search, if one runs
         self.plots.stop()
 
     def set_blocked(self, reason: str) -> None:
@@ -423,6 +484,8 @@ class TrainPanel(QWidget):
         self.pause_button.setText("Resume" if self.controller.paused else "Pause")
         self.stop_button.setEnabled(running)
         self.settings.setEnabled(not running)
+        self.settings.find_lr.setEnabled(not running and self.base_config is not None
+                                         and not self.jobs.running("lr_find"))
         self.history.set_busy(running)
 
     # --- engine events ----------------------------------------------------------------------------------------
@@ -430,16 +493,26 @@ class TrainPanel(QWidget):
     def on_event(self, event) -> None:
         self.plots.add_event(event)
         if isinstance(event, ev.StepEnded):
+            if self.epoch_bar.format() != EPOCH_FORMAT:  # after a Preparing stage
+                self.epoch_bar.setFormat(EPOCH_FORMAT)
             self.epoch_bar.setValue(round(100 * event.step / event.steps))
             if not self.controller.paused:
                 self.status.setText(f"Epoch {event.epoch}: step {event.step} of {event.steps}, "
                                     f"loss {event.loss:.3f}")
+        elif isinstance(event, ev.Preparing):  # work before the first epoch (the frozen layers' outputs), its own bar
+            text = preparing_text(event)
+            self.epoch_bar.setFormat(text.replace("%", "%%"))
+            self.epoch_bar.setValue(round(100 * event.done / max(event.total, 1)))
+            if not self.controller.paused:
+                self.status.setText(text)
         elif isinstance(event, ev.EpochEnded):
             self.run_bar.setValue(event.epoch)
             self._log(f"Epoch {event.epoch} of {event.total_epochs} ({event.phase_name}): validation accuracy "
                       f"{event.val_acc:.1%}, loss {event.val_loss:.3f}" + ("  - best so far" if event.is_best else ""))
         elif isinstance(event, ev.RunStarted):
             self.run_dir = event.run_dir
+            self.epoch_bar.setFormat(EPOCH_FORMAT)
+            self.epoch_bar.setValue(0)
             self._set_run_range(event.total_epochs)
             self.run_bar.setValue(event.epochs_done)
             if event.resumed:
@@ -464,15 +537,131 @@ class TrainPanel(QWidget):
             word = "Finished" if result.status == "completed" else "Stopped"
             self.status.setText(f"{word}. Best validation accuracy: {best}.")
             self._log(f"{word} after {plural(result.epochs_completed, 'epoch')}; best validation accuracy {best}.")
+        if self.scratch_for is not None:
+            self._record_scratch(self.scratch_for, result)
+            self.scratch_for = None
         self.history.refresh()
+        self._advise(result)
         self._update_buttons()
         self.runFinished.emit(result)
+
+    def _record_scratch(self, run_dir: str, result: RunResult) -> None:
+        from engine.advise.scratch import record_comparison
+        from engine.errors import UserError
+
+        if result.status != "completed" or not result.run_dir:
+            self._log("The training from scratch did not complete, so nothing is compared.", warning=True)
+            return
+        try:
+            comparison = record_comparison(run_dir, result.run_dir)
+        except UserError as exc:
+            self._log(str(exc), warning=True)
+            return
+        if comparison is not None:
+            self.status.setText(comparison["sentence"])
+            self._log(comparison["sentence"])
 
     def _log(self, text: str, warning: bool = False) -> None:
         if warning:
             self.log.appendHtml(f"<span style='color:#D55E00'>{html.escape(text)}</span>")
         else:
             self.log.appendPlainText(text)
+
+    # --- the learning-rate finder and the training doctor -----------------------------------------------------
+
+    def find_lr(self) -> None:
+        """Run the learning-rate finder (engine.advise.lr_finder) for the current settings in the background; the
+        curve and the suggestion appear in the 'Learning rate' tab."""
+        config = self.config()
+        if config is None or self.running or self.jobs.running("lr_find"):
+            return
+        dataset = self.dataset
+        if dataset is not None and Path(dataset.root).resolve() != Path(config.data.source).resolve():
+            dataset = None
+
+        def work(progress, stop):
+            from engine.advise.lr_finder import find_lr
+
+            preload_training_modules().wait()  # timm may be half-imported by the preload thread (see show_preview)
+            return find_lr(config, dataset=dataset, on_progress=progress, stop=stop)
+
+        self.lr_plot.clear()
+        self.lr_plot.show_message("Searching: trying learning rates from 1e-07 upwards on your training pictures ...")
+        self.tabs.setCurrentWidget(self.lr_plot)
+        self.status.setText("Finding a learning rate ...")
+        self.jobs.start("lr_find", work, self._lr_found, on_error=self._lr_failed,
+                        on_progress=lambda done, total: self.status.setText(
+                            f"Finding a learning rate: {done} of {total} ..."),
+                        on_cancel=lambda: self.status.setText("The learning-rate search was stopped."),
+                        what="The learning-rate search")
+        self._update_buttons()
+
+    def _lr_found(self, finding) -> None:
+        self.lr_plot.show_finding(finding)
+        self.status.setText(f"Suggested learning rate: {finding.suggestion:.2g} (see the 'Learning rate' tab).")
+        self._update_buttons()
+
+    def _lr_failed(self, message: str) -> None:
+        self.lr_plot.show_message(message)
+        self.status.setText(message)
+        self._update_buttons()
+
+    def apply_lr(self, lr: float) -> None:
+        """The finder's suggestion becomes the learning rate of the next run."""
+        from engine.advise.lr_finder import with_lr
+
+        config = self.config()
+        if config is None or self.running:
+            return
+        self._replace_config(with_lr(config, lr), f"Learning rate set to {lr:g} for the next run.")
+
+    def _replace_config(self, config: RunConfig, words: str) -> None:
+        self.base_config = config
+        self.settings.load(config)
+        self.configChanged.emit(config)
+        self.status.setText(words)
+
+    def _advise(self, result: RunResult) -> None:
+        """The training doctor's verdicts on the run that just ended (also written into its summary.json)."""
+        if result.status == "failed" or not result.run_dir:
+            return
+        from engine.advise.training_doctor import advise_run
+
+        verdicts = advise_run(result.run_dir)
+        self.doctor.show_verdicts(verdicts, Path(result.run_dir).name)
+        self.tabs.setTabText(self.tabs.indexOf(self.doctor), f"Advice ({len(verdicts)})" if verdicts else "Advice")
+        if verdicts:
+            self.tabs.setCurrentWidget(self.doctor)
+
+    def _show_selected_advice(self) -> None:
+        rows = self.history.selected_rows()
+        if len(rows) != 1 or self.running:
+            return
+        from engine.advise.training_doctor import read_advice
+
+        path = self.history.infos[rows[0]].path
+        self.doctor.show_verdicts(read_advice(path), Path(path).name)
+
+    def apply_advice(self, action: dict) -> None:
+        """A verdict's button: its settings for the next run, or the step it names."""
+        from engine.advise.training_doctor import apply_action
+        from engine.errors import ConfigError
+
+        if action.get("step"):
+            steps = getattr(self.window(), "steps", None)
+            if steps is not None and hasattr(steps, "go_to"):
+                steps.go_to(action["step"])
+            return
+        config = self.config()
+        if config is None or self.running:
+            return
+        try:
+            changed = apply_action(config, action)
+        except ConfigError as exc:
+            self.status.setText(str(exc))
+            return
+        self._replace_config(changed, f"{action.get('label', 'Changed')}: set for the next run; press Start to "
+                                      "train it.")
 
     # --- preview ----------------------------------------------------------------------------------------------
 
