@@ -151,15 +151,20 @@ class TrainingSteps(QObject):
     # --- pages -> project -------------------------------------------------------------------------------------
 
     def _set_config(self, config: RunConfig) -> None:
+        if not self.project.is_open:  # a page reporting a change after the project was closed: nothing to change
+            return
         try:
             self.project.set_config(config)
         except ConfigError as exc:
             self.window.show_status(str(exc))
 
     def _model_chosen(self, name: str, weights: str) -> None:
-        self.project.update_model(name=name, weights=weights)
+        if self.project.is_open:
+            self.project.update_model(name=name, weights=weights)
 
     def _plan_changed(self, phases, strategy) -> None:
+        if not self.project.is_open:
+            return
         if self.editor.problem() is None:
             self._set_config(self.editor.apply_to(self.project.config))
         else:
