@@ -91,6 +91,9 @@ class TrainConfig:
     cache_features: bool = True  # compute the frozen layers' outputs once per phase when everything below is frozen
     feature_views: int = 0  # augmented views per training picture for cached outputs; 0 = automatic (3)
     compile: bool = False  # torch.compile the part that trains (slow to start; falls back when it fails)
+    # A head that trains alone on stored outputs is first solved to convergence (L-BFGS, L2 strength chosen on the
+    # validation pictures: engine.train.headfit); the epochs continue from it.
+    fit_head: bool = True
 
 
 @dataclass(frozen=True)

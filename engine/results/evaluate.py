@@ -83,6 +83,10 @@ class SplitEvaluation:
     calibration: list[CalibrationBin]
     ece: float  # expected calibration error over ``calibration``
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): left out of the numbers
+    # Calibration (temperature scaling, engine.train.calibrate): the confidences above are divided-logit ones;
+    # ``ece_before`` is the error of the model's own softmax, ``ece`` the error after (None: not measured).
+    temperature: float = 1.0
+    ece_before: float | None = None
 
     @property
     def count(self) -> int:
@@ -108,6 +112,7 @@ class SplitEvaluation:
             "name": self.name, "pictures": self.count, "correct": self.correct, "accuracy": self.accuracy,
             "macro_precision": self.macro_precision, "macro_recall": self.macro_recall, "macro_f1": self.macro_f1,
             "weighted_f1": self.weighted_f1, "ece": self.ece,
+            "temperature": self.temperature, "ece_before": self.ece_before, "ece_after": self.ece,
             "per_class": [asdict(c) for c in self.per_class],
             "confusion": self.confusion,
             "mistakes": self.mistakes,
@@ -126,7 +131,8 @@ class SplitEvaluation:
             samples=[SampleResult(s["path"], s["label"], s["predicted"], s["confidence"],
                                   tuple((int(i), float(p)) for i, p in s["top"])) for s in d["samples"]],
             calibration=[CalibrationBin(**b) for b in d["calibration"]], ece=d["ece"],
-            unreadable=[(u["path"], u["reason"]) for u in d.get("unreadable", [])])
+            unreadable=[(u["path"], u["reason"]) for u in d.get("unreadable", [])],
+            temperature=d.get("temperature", 1.0), ece_before=d.get("ece_before"))
 
     def summary(self) -> str:
         return (f"{SPLIT_NAMES.get(self.name, self.name)}: accuracy {self.accuracy:.3f} ({self.correct}/{self.count})"
@@ -273,6 +279,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     ``evaluation.json`` into the run folder and return the evaluation. ``on_progress(done, total)`` counts
     pictures; setting ``stop`` ends it (raising ``Stopped``) without writing anything."""
     from engine.results.predict import infer, load_run_model
+    from engine.train.calibrate import apply_temperature
 
     began = time.monotonic()
     bundle = load_run_model(run_dir, device)
@@ -291,8 +298,10 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     for name, items in splits.items():
         offset = done
         progress = (lambda d, n, offset=offset: on_progress(offset + d, total)) if on_progress else None
-        probs, errors = infer(bundle, [p for p, _ in items], batch_size=batch_size, on_progress=progress,
-                              stop=stop, stop_message="The evaluation was stopped; nothing was written.")
+        raw, errors = infer(bundle, [p for p, _ in items], batch_size=batch_size, on_progress=progress,
+                            stop=stop, stop_message="The evaluation was stopped; nothing was written.",
+                            temperature=1.0)
+        probs = apply_temperature(raw, bundle.temperature)
         done += len(items)
         good = [i for i, e in enumerate(errors) if e is None]
         unreadable = [(items[i][0], e) for i, e in enumerate(errors) if e is not None]
@@ -303,6 +312,9 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         split = compute_split(name, bundle.classes, [items[i][1] for i in good], probs[good],
                               [items[i][0] for i in good])
         split.unreadable = (left_out if name == "data" else []) + unreadable
+        split.temperature = bundle.temperature
+        labels = np.asarray([items[i][1] for i in good])
+        split.ece_before = calibration_bins(raw[good].max(1), raw[good].argmax(1) == labels)[1]
         results[name] = split
     evaluation = Evaluation(str(folder), bundle.architecture, bundle.classes, source, results, bundle.device,
                             time.monotonic() - began, time.strftime("%Y-%m-%dT%H:%M:%S"))

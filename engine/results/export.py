@@ -108,7 +108,7 @@ def _export_bundle(bundle: ModelBundle, out: Path, inputs: torch.Tensor, referen
     _write_metadata(bundle, out, {})  # the loader needs model.json to open the folder
     again = load_run_model(out, device="cpu")
     with torch.inference_mode():
-        return _differences(reference, again.model(inputs).float())
+        return _differences(reference, again.model(inputs).float() / again.temperature)
 
 
 def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
@@ -121,13 +121,13 @@ def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference
             warnings.simplefilter("ignore")
             try:  # torch's current exporter (torch.export + onnxscript)
                 program = torch.onnx.export(
-                    bundle.model, (example,), None, dynamo=True, input_names=[ONNX_INPUT],
+                    _calibrated(bundle), (example,), None, dynamo=True, input_names=[ONNX_INPUT],
                     output_names=[ONNX_OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                     verbose=False)
                 files.atomic_write(path, lambda tmp: program.save(str(tmp), external_data=False))
             except Exception:  # models torch.export cannot capture: the older TorchScript-based exporter
                 files.atomic_write(path, lambda tmp: torch.onnx.export(
-                    bundle.model, (example,), str(tmp), dynamo=False, input_names=[ONNX_INPUT],
+                    _calibrated(bundle), (example,), str(tmp), dynamo=False, input_names=[ONNX_INPUT],
                     output_names=[ONNX_OUTPUT], dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
                     opset_version=18))
     except Exception as exc:
@@ -144,12 +144,31 @@ def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference
     return _differences(reference, logits)
 
 
+class _Temperature(torch.nn.Module):
+    """The model with its temperature folded in: logits divided by T, so that softmax gives calibrated
+    probabilities in any runtime."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        super().__init__()
+        self.model = model
+        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+
+def _calibrated(bundle: ModelBundle) -> torch.nn.Module:
+    """What the ONNX and TorchScript files hold: the model itself when its temperature is 1, else the model with the
+    division folded in."""
+    return bundle.model if bundle.temperature == 1.0 else _Temperature(bundle.model, bundle.temperature).eval()
+
+
 def _export_torchscript(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
     path = out / FILES["torchscript"]
     try:
         with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export, but still the format
             warnings.simplefilter("ignore")  # most C++ and mobile runtimes load
-            traced = torch.jit.trace(bundle.model, inputs[:2], check_trace=False)
+            traced = torch.jit.trace(_calibrated(bundle), inputs[:2], check_trace=False)
             files.atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
             loaded = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
@@ -195,11 +214,15 @@ def _write_metadata(bundle: ModelBundle, out: Path, checks: dict) -> None:
         "format": "transfer-studio-export", "format_version": 1,
         "architecture": bundle.architecture, "classes": list(bundle.classes), "num_classes": len(bundle.classes),
         "head": bundle.head, "data_config": _plain_config(bundle.data_config),
+        # Temperature scaling (engine.train.calibrate): the bundle's loader divides the logits by it; the ONNX and
+        # TorchScript graphs have it folded in already (their outputs are the divided logits).
+        "temperature": bundle.temperature,
         "source_weights": info.get("weights"), "weights_note": info.get("weights_note"),
         "license": _license(info),
         "run": bundle.source, "best_val_acc": summary.get("best_val_acc"), "best_epoch": summary.get("best_epoch"),
         "files": {f: name for f, name in FILES.items() if (out / name).is_file()},
-        "onnx": {"input": ONNX_INPUT, "output": ONNX_OUTPUT, "layout": "NCHW float32, dynamic batch"},
+        "onnx": {"input": ONNX_INPUT, "output": ONNX_OUTPUT, "layout": "NCHW float32, dynamic batch",
+                 "temperature_folded": True},
         "checks": all_checks, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     files.atomic_write_json(out / runs.MODEL, meta)
@@ -213,6 +236,21 @@ def _license(info: dict) -> str | None:
 
 def _plain_config(data_config: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
+
+
+def _confidence_line(info: dict, summary: dict) -> str:
+    """The model card's sentence on how the confidences were calibrated."""
+    t = float(info.get("temperature", 1.0))
+    calibration = summary.get("calibration") or {}
+    if t == 1.0:
+        return ("- Confidence: the softmax of the logits, not calibrated (the run was too short of validation "
+                "pictures, or trained before calibration existed).")
+    measured = (f" (on the {calibration['pictures']} validation pictures, expected calibration error "
+                f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after)"
+                if {"pictures", "ece_before", "ece_after"} <= calibration.keys() else "")
+    return (f"- Confidence: calibrated by temperature scaling{measured}: the logits are divided by {t:.4g} before the "
+            "softmax. The ONNX and TorchScript files include the division; `model.json` gives the temperature for "
+            "the safetensors weights.")
 
 
 def _percent(value) -> str:
@@ -244,6 +282,7 @@ def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
              f"- Input: RGB pictures resized to {int(size[2] / dc.get('crop_pct', 1) if dc else 0)} pixels on the "
              f"shorter side ({dc.get('interpolation')}), centre-cropped to {size[2]} x {size[1]}, scaled to [0, 1] "
              f"and normalised with mean {tuple(dc.get('mean', ()))} and standard deviation {tuple(dc.get('std', ()))}.",
+             _confidence_line(info, summary),
              "",
              "## Source weights and licence", "",
              f"- Starting weights: `{info.get('weights')}`. {info.get('weights_note', '')}".rstrip()]
@@ -279,7 +318,9 @@ def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
                 where = f"the folder {evaluation.data}"
             lines += ["", f"### On the {where} pictures ({split.count})", "",
                       f"Accuracy {_percent(split.accuracy)}, macro F1 {split.macro_f1:.3f}, expected calibration "
-                      f"error {split.ece:.3f}.", "",
+                      f"error {split.ece:.3f}"
+                      + (f" (before temperature scaling: {split.ece_before:.3f})"
+                         if split.ece_before is not None and split.temperature != 1.0 else "") + ".", "",
                       "| class | precision | recall | F1 | pictures |", "|---|---:|---:|---:|---:|"]
             lines += [f"| {c.name} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
                       for c in split.per_class]
@@ -352,7 +393,7 @@ def export_run(run_dir: str | os.PathLike, format: str, out: str | os.PathLike |
     progress(1)
     inputs, count = _check_inputs(bundle, run, pictures)
     with torch.inference_mode():
-        reference = bundle.model(inputs).float()
+        reference = bundle.model(inputs).float() / bundle.temperature  # calibrated logits, as every format gives
     progress(2)
     export = {"bundle": _export_bundle, "onnx": _export_onnx, "torchscript": _export_torchscript}[format]
     try:

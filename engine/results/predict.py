@@ -13,6 +13,7 @@ such picture's ``true_class`` is known (``true_class_of``), and ``summary_line``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -29,7 +30,7 @@ import torch.nn as nn
 
 from engine import files
 from engine.project import runs
-from engine.errors import ModelError, UserError
+from engine.errors import ModelError, Stopped, UserError  # Stopped: the work was stopped on request
 from engine.data.images import ImageError, is_image_path, load_rgb
 
 __all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", "Tally", "accuracy_words",
@@ -38,11 +39,8 @@ __all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", 
 
 BUNDLE_WEIGHTS = "model.safetensors"
 BATCH_SIZE = 32
+CPU_BATCH_SIZE = 64  # evaluation and prediction on a CPU: the frozen pass's batch (engine.train.prefix.PREFIX_BATCH)
 ProgressCallback = Callable[[int, int], None]
-
-
-class Stopped(UserError):
-    """The work was stopped on request (the stop token was set)."""
 
 
 @dataclass
@@ -58,12 +56,19 @@ class ModelBundle:
     source: str  # the run or bundle folder
     info: dict = field(default_factory=dict)  # the folder's model.json
     kind: str = "run"  # "run" or "bundle"
+    # Temperature scaling (engine.train.calibrate): logits are divided by it before the softmax, so that every
+    # confidence shown or written is calibrated; 1 for a run trained before calibration existed.
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         from engine.data.loaders import build_transforms, decode_size
 
+        from engine.data.cache import ImageCache
+
         self.transform = build_transforms(self.data_config, "none")[1]
         self.draft = decode_size(self.data_config)
+        # Read only (get): the pictures a run trained on are there already, decoded and resized; others are decoded.
+        self.cache = ImageCache.for_data_config(self.data_config)
 
     def preprocess(self, path: str | os.PathLike) -> torch.Tensor:
         """The network's input for one picture; raises ImageError."""
@@ -156,8 +161,12 @@ def load_run_model(path: str | os.PathLike, device: str = "auto") -> ModelBundle
     data_config = dict(info["data_config"])
     for key in ("input_size", "mean", "std"):
         data_config[key] = tuple(data_config[key])
+    temperature = info.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+        raise UserError(f"{folder / runs.MODEL} has an invalid temperature ({temperature!r}): train or export the "
+                        "model again.")
     return ModelBundle(model, tuple(str(c) for c in classes), data_config, architecture,
-                       info.get("head", built.head), str(torch_device), str(folder), info, kind)
+                       info.get("head", built.head), str(torch_device), str(folder), info, kind, float(temperature))
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------
@@ -218,37 +227,80 @@ def _walk(folder: Path):
 # --- inference ------------------------------------------------------------------------------------------------
 
 
+FAST_FROM = 64  # pictures from which evaluation and prediction first make the faster model (a few seconds' work)
+
+
+def _fast_model(bundle: ModelBundle, n: int) -> nn.Module:
+    """The model for ``n`` pictures: on a CPU, the training's fast path (ONNX Runtime, else BatchNorm folded),
+    checked against the model on a probe batch; the model itself for a few pictures, on a GPU, or when that fails."""
+    if n < FAST_FROM or torch.device(bundle.device).type != "cpu":
+        return bundle.model
+    from engine.train.fastpath import PROBE_BATCH, fast_inference
+
+    cached = getattr(bundle, "_fast", None)
+    if cached is not None:
+        return cached
+    example = torch.randn(PROBE_BATCH, *bundle.data_config["input_size"], generator=torch.Generator().manual_seed(0))
+    try:
+        model, _ = fast_inference(bundle.model, example)
+    except Exception:  # any export or tracing problem: the model itself is always right
+        model = bundle.model
+    object.__setattr__(bundle, "_fast", model)
+    return model
+
+
 def infer(bundle: ModelBundle, paths: Sequence[str], *, batch_size: int = BATCH_SIZE,
           on_progress: ProgressCallback | None = None, stop: threading.Event | None = None,
-          stop_message: str = "Prediction was stopped before the end.") -> tuple[np.ndarray, list[str | None]]:
+          stop_message: str = "Prediction was stopped before the end.",
+          temperature: float | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Class probabilities for each path (float32, NaN rows for pictures that cannot be read) and, per path, None or
-    the sentence saying why it could not be read. Pictures are decoded on a few threads (decoding releases the GIL)."""
+    the sentence saying why it could not be read. The path of training's frozen pass: pictures come from the picture
+    cache when it holds them (else decoded, on a few threads that prepare the next batch while the model computes
+    this one), the model runs through ONNX Runtime on a CPU, and glibc keeps its large blocks (no page faults for
+    every batch's tensors: engine.train.runtime.cpu_allocator_for_training). The probabilities are calibrated with
+    the bundle's temperature, or with ``temperature`` when given (1: the model's own, uncalibrated)."""
+    from engine.train.runtime import cpu_allocator_for_training
+
+    t = bundle.temperature if temperature is None else float(temperature)
     n = len(paths)
     probs = np.full((n, len(bundle.classes)), np.nan, dtype=np.float32)
     errors: list[str | None] = [None] * n
     device = torch.device(bundle.device)
+    cache = bundle.cache if n >= FAST_FROM else None
 
     def load(path: str):
         try:
-            return bundle.preprocess(path), None
+            image = cache.get(path) if cache is not None else None
+            if image is None:
+                return bundle.preprocess(path), None
+            return bundle.transform(image), None
         except ImageError as exc:
             return None, str(exc)
 
+    if device.type == "cpu":
+        batch_size = max(batch_size, CPU_BATCH_SIZE)  # fewer meetings of the threads per picture
+    chunks = [list(range(start, min(n, start + batch_size))) for start in range(0, n, batch_size)]
     workers = max(1, min(4, (os.cpu_count() or 1)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, n, batch_size):
+    allocator = cpu_allocator_for_training() if device.type == "cpu" and n >= FAST_FROM else contextlib.nullcontext()
+    with allocator, ThreadPoolExecutor(max_workers=workers) as pool:
+        model = _fast_model(bundle, n)
+        pending = [pool.submit(load, paths[i]) for i in chunks[0]] if chunks else []
+        for k, chunk in enumerate(chunks):
             if stop is not None and stop.is_set():
+                for future in pending:
+                    future.cancel()
                 raise Stopped(stop_message)
-            chunk = list(range(start, min(n, start + batch_size)))
-            loaded = list(pool.map(load, [paths[i] for i in chunk]))
-            good = [i for i, (tensor, _) in zip(chunk, loaded) if tensor is not None]
+            loaded = [future.result() for future in pending]
+            # The next batch's pictures are prepared while the model computes this one.
+            pending = [pool.submit(load, paths[i]) for i in chunks[k + 1]] if k + 1 < len(chunks) else []
+            good = [j for j, (tensor, _) in enumerate(loaded) if tensor is not None]
             for i, (_, error) in zip(chunk, loaded):
                 errors[i] = error
             if good:
-                batch = torch.stack([loaded[i - start][0] for i in good]).to(device)
+                batch = torch.stack([loaded[j][0] for j in good]).to(device)
                 with torch.inference_mode():
-                    out = bundle.model(batch).float().softmax(1).cpu().numpy()
-                probs[good] = out
+                    out = (model(batch).float() / t).softmax(1).cpu().numpy()
+                probs[[chunk[j] for j in good]] = out
             if on_progress is not None:
                 on_progress(chunk[-1] + 1, n)
     return probs, errors
@@ -335,7 +387,10 @@ def heat_map(bundle: ModelBundle, picture, target_class: int | None = None) -> H
     predicted one)."""
     from engine.results.cam import explain
 
+    from engine.train.calibrate import apply_temperature
+
     cam, target, probs = explain(bundle.model, picture, bundle.data_config, target_class, head=bundle.head)
+    probs = apply_temperature(np.asarray(probs, dtype=np.float64)[None], bundle.temperature)[0]
     return HeatMap(cam, target, bundle.classes[target], float(probs[target]))
 
 

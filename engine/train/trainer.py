@@ -39,7 +39,7 @@ from engine.config import Phase, RunConfig, TrainConfig
 from engine.data.cache import ImageCache
 from engine.data.loaders import (BatchNormalize, ImageDataset, auto_workers, build_transforms, decode_size,
                                  make_loader, outputs_uint8)
-from engine.data.scan import DatasetIndex, scan
+from engine.data.scan import DatasetIndex, scan, small_pictures_advice
 from engine.errors import ConfigError, UserError
 from engine.events import Failed, Finished, Log, PhaseStarted, RunStarted
 from engine.models.build import build_model
@@ -166,6 +166,9 @@ class Trainer:
             config = self.config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=bs))
             self._log(f"Batch size: {bs} pictures per step (chosen automatically for this device and data).")
         built, tree = self._model_and_folder(config, dataset)
+        small = small_pictures_advice([s.path for s in train_samples], max(built.data_config["input_size"][-2:]))
+        if small is not None:
+            self._log(small.message, "warning")
         resumed = self.checkpoint is not None
         self.emit(RunStarted(str(self.folder.path), tuple(dataset.classes), len(train_samples), len(val_samples),
                              runtime.description, sum(p.epochs for p in self.phases), tree.total_params,
@@ -180,6 +183,19 @@ class Trainer:
         except Stopped:
             session.checkpoints.on_stop(self._log)
             raise
+        self._calibrate(session, data, dataset)
+
+    def _calibrate(self, s: Session, data: Data, dataset: DatasetIndex) -> None:
+        """Temperature scaling on the validation pictures, once training is over (engine.train.calibrate): every
+        confidence the app later shows or writes for this run is calibrated with it. Skipped when stopped meanwhile."""
+        from engine.train.calibrate import calibrate_run
+
+        t = s.train
+        val_loader = self._normal[1] if self._normal is not None else make_loader(
+            data.val, t.batch_size, shuffle=False, workers=data.workers, pin_memory=data.pin)
+        result = calibrate_run(s, val_loader, self.folder, dataset.classes)
+        if result is not None:
+            self._log(result.sentence())
 
     def _dataset(self, config: RunConfig, dataset: DatasetIndex | None) -> DatasetIndex:
         """The pictures to train on: a resumed run's own, the given ones, or those of a scan of the config's
@@ -236,7 +252,7 @@ class Trainer:
         checkpoints = Checkpointer(self.folder, model, self.phases, scaler, backoff)
         session = Session(model, tree, runtime, t, self.state, checkpoints, self.stop, self.emit, backoff, normalize,
                           nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), scaler,
-                          sum(p.epochs for p in self.phases))
+                          sum(p.epochs for p in self.phases), model_name=config.model.name)
         return session, data
 
     def _data(self, t: TrainConfig, runtime: Runtime, data_config: dict, dataset: DatasetIndex) -> Data:
@@ -275,12 +291,16 @@ class Trainer:
                 set_rng_state(ckpt["phase_rng"])
             phase_rng = rng_state()
             trainable = apply_phase(s.model, s.tree, phase)
-            fast = fast_path(s, data, built, phase, index)
+            fast = fast_path(s, data, built, phase, index, phase_rng)
             train_module, eval_module, train_loader, val_loader, order = self._path(s, data, fast, compiler)
             optimizer = make_optimizer(param_groups(s.model, s.tree, phase, s.train.weight_decay), self.config, phase)
             scheduler = make_scheduler(optimizer, phase, len(train_loader), self.config)
             live = Live(index, phase, optimizer, scheduler, order, fast is not None, phase_rng)
             resume_at = self._continue(s, live, trainable, resuming)
+            if fast is not None and fast.split.kind == "head" and resume_at is None and s.train.fit_head:
+                from engine.train.headfit import fit_fast_head
+
+                fit_fast_head(fast, phase.name, s.train.label_smoothing, self._log)
             s.state.live = live
             self.emit(PhaseStarted(index, phase.name, phase.epochs, phase.lr, trainable, s.tree.total_params,
                                    tuple(phase.stages)))

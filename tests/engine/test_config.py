@@ -27,7 +27,8 @@ def _custom_config(root: Path) -> RunConfig:
     """A config in which every value differs from its default, with two phases that train different stages."""
     config = RunConfig(
         data=DataConfig(source=str(root / "pictures"), val_fraction=0.15, test_fraction=0.1, split_seed=7,
-                        split="random"),
+                        split="random", exclude=("train/ants/blurred.jpg",),
+                        relabel={"train/ants/really a bee.jpg": "bees"}),
         model=ModelConfig(name="torchvision:mobilenet_v2", weights=str(root / "weights" / "mine.safetensors")),
         strategy="custom",
         epochs=9,
@@ -40,7 +41,7 @@ def _custom_config(root: Path) -> RunConfig:
         train=TrainConfig(batch_size=16, optimizer="sgd", weight_decay=0.0, momentum=0.8, schedule="onecycle",
                           warmup_epochs=1.0, augment="strong", label_smoothing=0.0, early_stopping=3, layer_decay=0.6,
                           precision="fp32", channels_last="off", device="cpu", workers=2, seed=42,
-                          cache_images=False, cache_features=False, feature_views=3, compile=True),
+                          cache_images=False, cache_features=False, feature_views=3, compile=True, fit_head=False),
         out=str(root / "my runs"),
         name="ants vs bees",
     )
