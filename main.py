@@ -6,10 +6,15 @@
     python main.py train CONFIG.toml                 repeat a run (a run folder's config.toml) or a saved project
     python main.py train --resume RUN                continue a stopped or interrupted run from its checkpoint
     python main.py scan DIR [--json]                 dataset summary and health report
+    python main.py doctor DIR [--json] [--model M --weights W]   likely wrong labels, duplicates, suspicious pictures
     python main.py models [FILTER]                   the model catalogue
     python main.py evaluate RUN [--data DIR] [--json]            metrics, confusion matrix, mistakes, calibration
     python main.py predict RUN PATH... [--csv FILE] [--top K]    predict pictures and folders
     python main.py export RUN --format bundle|onnx|torchscript [--out DIR]
+    python main.py advise --data DIR [--model M --weights W ...] [--json]   which model, where to freeze
+    python main.py check [--json]                    this computer: Python, PyTorch, CUDA, GPUs, disk, weights
+    python main.py pack-offline --out DIR [--weights FILE|MODEL ...]   an install kit for a computer without network
+    python main.py PROJECT.tsproj                    open the window with this project
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ import sys
 import threading
 import traceback
 
-EXIT_USER_ERROR = 2
-EXIT_FAILED = 1
+from engine.errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED  # noqa: E402
+
+EXIT_USER_ERROR = EXIT_BAD_INPUT  # the older name
+EXIT_CODES_HELP = (f"exit status: {EXIT_COMPLETED} completed, {EXIT_FAILED} failed, {EXIT_BAD_INPUT} bad input "
+                   f"(options, files, names), {EXIT_STOPPED} stopped (Ctrl-C; a stopped run can be resumed with "
+                   f"train --resume RUN), {EXIT_ABORTED} aborted (a second Ctrl-C)")
 HEATMAP_SIDE = 1024  # predict --heatmaps: the longest side of a saved overlay, in pixels
 
 
@@ -34,15 +43,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USER_ERROR)
 
 
+def _lr_arg(text: str):
+    """--lr: a positive number, or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a learning rate: give a number such as 0.001, or auto"
+                                         ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES
 
     parser = _Parser(prog="transfer-studio", description="Transfer learning on your own pictures. "
-                     "Without a command, opens the window.")
+                     "Without a command, opens the window.", epilog=EXIT_CODES_HELP)
     parser.add_argument("--debug", action="store_true", help="show full error details (for bug reports)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train a model (prints the run folder)",
+    train = sub.add_parser("train", help="train a model (prints the run folder)", epilog=EXIT_CODES_HELP,
                            description="Train a model. Give a CONFIG.toml (a run folder's config.toml repeats that "
                            "run) or --data and --model; options given with a CONFIG override it.")
     train.add_argument("config", nargs="?", help="a config.toml to repeat")
@@ -54,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", help="pretrained, none, or a weight file (.safetensors .pth .pt .bin)")
     train.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "custom"])
     train.add_argument("--epochs", type=int)
-    train.add_argument("--lr", type=float, help="learning rate of the new head")
+    train.add_argument("--lr", type=_lr_arg, help="learning rate of the new head, or 'auto': a short learning-rate "
+                       "sweep on the pictures (Smith's range test) chooses it, and config.toml records the choice")
     train.add_argument("--batch-size", type=int, help="pictures per step (0 = automatic, the default)")
     train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--schedule", choices=SCHEDULES)
@@ -80,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto: the data's own train/val split when it has one; random: draw it")
     scan.add_argument("--seed", type=int, default=0)
 
+    doctor = sub.add_parser("doctor", help="likely wrong labels, duplicates and leakage, suspicious pictures",
+                            description="Look for the mistakes in a dataset that still open as pictures: likely wrong "
+                            "labels, exact and near copies (within and across splits), and suspicious pictures. "
+                            "Nothing is changed.")
+    doctor.add_argument("data", help="a folder or a CSV of path,label (or a saved project, .tsproj, whose review "
+                        "decisions then apply)")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.add_argument("--model", default=None, help="the model whose features compare the pictures (default: "
+                        "the project's, else timm:resnet18)")
+    doctor.add_argument("--weights", default=None, help="pretrained, none, or a weight file (default: pretrained)")
+    doctor.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    doctor.add_argument("--val-fraction", type=float, default=0.2)
+    doctor.add_argument("--split", choices=("auto", "random"), default="auto")
+    doctor.add_argument("--seed", type=int, default=0)
+    doctor.add_argument("--top", type=int, default=20, metavar="N", help="findings listed per kind (text output)")
+
     models = sub.add_parser("models", help="list the model catalogue")
     models.add_argument("filter", nargs="?", default="", help="part of a name, or a pattern such as '*vit*'")
 
@@ -101,12 +138,45 @@ def build_parser() -> argparse.ArgumentParser:
                          "high) with its heat map (class-activation map) laid over it into this folder")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
+    advise = sub.add_parser("advise", help="which model and where to freeze: scores from your pictures, no training",
+                            description="Score models on a sample of your pictures without training (LogME): "
+                            "every model with weights on this computer, or the --model/--weights pairs given; the "
+                            "first model's stages and suggested freeze point; pretrained against random weights.")
+    advise.add_argument("--data", required=True, help="folder of class sub-folders, train/ val/ folders, or a CSV")
+    advise.add_argument("--model", action="append", default=[], help="timm:<name> or torchvision:<name>; repeat "
+                        "to compare several (default: every model with weights on this computer)")
+    advise.add_argument("--weights", action="append", default=[], help="pretrained, none or a weight file, one "
+                        "per --model in the same order (default: pretrained)")
+    advise.add_argument("--runs", help="also score the models of earlier runs in this folder (without --model)")
+    advise.add_argument("--sample", type=int, default=2000, help="pictures scored at most (default 2000)")
+    advise.add_argument("--no-check", action="store_true", help="skip the pretrained-against-random check")
+    advise.add_argument("--json", action="store_true", help="print the scores as JSON")
+    advise.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
     export = sub.add_parser("export", help="export a run's model (bundle, ONNX or TorchScript) with a model card",
                             description="Export a run's model, check it against PyTorch on validation pictures, "
                             "and write model.json and MODEL_CARD.md beside it.")
     export.add_argument("run", help="a run folder")
     export.add_argument("--format", required=True, choices=("bundle", "onnx", "torchscript"))
     export.add_argument("--out", metavar="DIR", help="folder to export into (default: RUN/export)")
+
+    check = sub.add_parser("check", help="check this computer: versions, GPUs, disk, offline mode, weights",
+                           description="Check this computer: Python, PyTorch and CUDA versions, each GPU (memory, "
+                           "whether bf16 and fp16 really compute), free disk space and write permission at the "
+                           "picture cache and the runs folder, offline mode and the pretrained weights here; each "
+                           "problem with what to do. Opens no network connection.")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--runs", metavar="DIR", default="runs", help="the runs folder to check (default: runs)")
+
+    pack = sub.add_parser("pack-offline", help="write an install kit for a computer without internet",
+                          description="On a computer with internet: write a folder with every wheel Transfer Studio "
+                          "needs for this platform and Python (the pinned set), the chosen weights, and install.sh / "
+                          "install.bat, which install it without any network and add the weights to the model "
+                          "library.")
+    pack.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the kit")
+    pack.add_argument("--weights", nargs="+", default=[], metavar="FILE|MODEL",
+                      help="weight files to include (FILE, or FILE=timm:<name> to say its model), or model names "
+                           "(timm:resnet18) for their pretrained weights (from this computer, else downloaded)")
     return parser
 
 
@@ -148,6 +218,18 @@ def config_from_args(args) -> "RunConfig":
     ).validate()
 
 
+def _auto_lr(config):
+    """--lr auto: the learning-rate finder's suggestion for the configuration's first phase (engine.advise.lr_finder)."""
+    from engine.advise.lr_finder import find_lr, with_lr
+
+    print("Choosing the learning rate: a short sweep of rates on the training pictures ...", file=sys.stderr,
+          flush=True)
+    finding = _with_stop(lambda stop: find_lr(config, on_progress=_progress("Learning-rate sweep"), stop=stop))
+    _end_progress()
+    print(finding.sentence(), file=sys.stderr, flush=True)
+    return with_lr(config, finding.suggestion)
+
+
 class ConsoleReporter:
     """Prints engine events: progress to stderr (a live line on a terminal), the outcome to stdout."""
 
@@ -163,6 +245,11 @@ class ConsoleReporter:
             if self.live:
                 self._line(f"  epoch {event.epoch}  step {event.step}/{event.steps}  loss {event.loss:.3f}  "
                            f"{event.images_per_s:.0f} img/s", end="\r")
+        elif isinstance(event, ev.Preparing):
+            if self.live:  # (without a terminal, the log's progress lines say it every few seconds)
+                from engine.train.prefix import preparing_text
+
+                self._line("  " + preparing_text(event), end="\n" if event.done >= event.total else "\r")
         elif isinstance(event, ev.Log):
             self._line(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, ev.RunStarted):
@@ -195,6 +282,7 @@ def cmd_train(args) -> int:
     from engine.errors import ConfigError, UserError
     from engine.train.trainer import fit, resume
 
+    auto_lr = args.lr == "auto"
     if args.resume is not None:
         from engine.project.runs import resume_problem
 
@@ -207,11 +295,15 @@ def cmd_train(args) -> int:
             raise UserError(problem)
         config = None
     else:
+        if auto_lr:
+            args.lr = None
         config = config_from_args(args)
     if config is not None:
         from engine.models.build import check_name
 
         check_name(config.model.name)  # a mistyped name is told at once, before the pictures are scanned
+        if auto_lr:
+            config = _auto_lr(config)
 
     def work(stop: threading.Event):
         if config is None:
@@ -219,15 +311,26 @@ def cmd_train(args) -> int:
         return fit(config, ConsoleReporter(), stop)
 
     result = _with_stop(work, "Stopping after this batch")
+    if result.status != "failed" and result.run_dir:
+        from engine.advise.training_doctor import advise_run
+
+        for verdict in advise_run(result.run_dir):  # the training doctor; also in the run's summary.json
+            step = verdict.action.get("label")
+            print(f"advice: {verdict.sentence} ({verdict.evidence})" + (f" Next step: {step}." if step else ""))
     if result.status == "failed":
         print(f"error: {result.error}", file=sys.stderr)
         if result.run_dir:
             print(f"failed after {_plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
-        return EXIT_FAILED
+            return EXIT_FAILED
+        return EXIT_BAD_INPUT  # it failed before a run folder was made: the data, the model or the settings
     best = f"{result.best_val_acc:.3f} at epoch {result.best_epoch}" if result.best_val_acc is not None else "none"
     print(f"{result.status}: {_plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
           f"{result.run_dir}")
-    return 0
+    if result.status == "stopped":
+        if result.run_dir:
+            print(f"Continue it with: python main.py train --resume {result.run_dir}", file=sys.stderr)
+        return EXIT_STOPPED
+    return EXIT_COMPLETED
 
 
 # --- scan, models ---------------------------------------------------------------------------------------------
@@ -262,6 +365,65 @@ def cmd_scan(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from pathlib import Path
+
+    from engine.advise.doctor import diagnose
+    from engine.config import DataConfig
+    from engine.data.scan import scan
+
+    data = DataConfig(source=args.data, val_fraction=args.val_fraction, split_seed=args.seed, split=args.split)
+    model, weights = "timm:resnet18", "pretrained"
+    if Path(args.data).suffix.lower() == ".tsproj":  # a project: its dataset, split, model and review decisions
+        from engine.project.project import open_project
+
+        config = open_project(args.data).project.config
+        data, model, weights = config.data, config.model.name, config.model.weights
+    model, weights = args.model or model, args.weights or weights
+    index = scan(data.source, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.split_seed,
+                 split=data.split, on_progress=_progress("Checking pictures"), exclude=data.exclude,
+                 relabel=data.relabel)
+    _end_progress()
+    shown = [""]
+
+    def progress(what: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            if shown[0] and shown[0] != what:
+                print(file=sys.stderr)
+            shown[0] = what
+            print(f"\r{what} {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    report = _with_stop(lambda stop: diagnose(index, model=model, weights=weights, device=args.device,
+                                              seed=args.seed, on_progress=progress, stop=stop))
+    _end_progress()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        print(" ".join(report.summary()), file=sys.stderr)
+        return 0
+    print(f"{index.root}: {_plural(report.pictures, 'picture')}, model {model}")
+    for line in report.summary():
+        print(f"- {line}")
+    for note in report.notes:
+        print(f"Note: {note}")
+    top = max(0, args.top)
+    if report.label_issues:
+        print(f"\nLikely wrong labels ({len(report.label_issues)}):")
+        print("\n".join(_table([["picture", "given", "suggested", "score"]] + [
+            [x.path, x.given, x.suggested, f"{x.score:.2f}"] for x in report.label_issues[:top]])))
+    if report.duplicates:
+        print(f"\nCopies ({len(report.duplicates)} groups):")
+        for d in report.duplicates[:top]:
+            what = "leakage" if d.leakage else ("conflict" if d.conflict else d.kind)
+            flag = f"{d.kind}, {what}" if what != d.kind else d.kind
+            print(f"  [{flag}] " + "  =  ".join(f"{p} ({s}, {label})"
+                                              for p, s, label in zip(d.paths, d.splits, d.labels)))
+    if report.suspicious:
+        print(f"\nSuspicious pictures ({len(report.suspicious)}):")
+        for x in report.suspicious[:top]:
+            print(f"  {x.path}: {x.reason}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from engine.models import catalogue
 
@@ -287,6 +449,35 @@ def _progress(label: str):
     if not sys.stderr.isatty():
         return None
     return lambda done, total: print(f"\r{label} {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+class _Counted:
+    """Progress of pictures with counts and the time left: a live line on a terminal's stderr, else a line every
+    EVERY_S seconds (a log file or a pipe is never silent for long)."""
+
+    EVERY_S = 10.0
+
+    def __init__(self, label: str):
+        import time
+
+        self.label, self.clock = label, time.monotonic
+        self.began = self.last = self.clock()
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        from engine.train.prefix import time_left
+
+        now = self.clock()
+        if not self.live and now - self.last < self.EVERY_S and done < total:
+            return
+        self.last = now
+        spent = now - self.began
+        left = time_left((total - done) * spent / done) if done and spent >= 1.0 and done < total else ""
+        text = f"{self.label}: {done:,} of {total:,}" + (f" \u2014 {left}" if left else "")
+        if self.live:
+            print(f"\r{text}".ljust(79), end="", file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
 
 def _end_progress() -> None:
@@ -321,7 +512,8 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 def cmd_evaluate(args) -> int:
     from engine.results.evaluate import SPLIT_NAMES, evaluate_run
 
-    evaluation = _with_stop(lambda stop: evaluate_run(args.run, args.data, _progress("Evaluating pictures"), stop,
+    print(f"Evaluating {args.run} ...", file=sys.stderr, flush=True)
+    evaluation = _with_stop(lambda stop: evaluate_run(args.run, args.data, _Counted("Evaluating pictures"), stop,
                                                       device=args.device))
     _end_progress()
     if args.json:
@@ -352,7 +544,9 @@ def cmd_evaluate(args) -> int:
                 if len(mistakes) > 5:
                     print(f"    ... {len(mistakes) - 5} more in evaluation.json")
             bins = [b for b in split.calibration if b.count]
-            print(f"  calibration: expected calibration error {split.ece:.3f}; confidence -> accuracy: "
+            before = (f" (before temperature scaling, T = {split.temperature:.2f}: {split.ece_before:.3f})"
+                      if split.ece_before is not None and split.temperature != 1.0 else "")
+            print(f"  calibration: expected calibration error {split.ece:.3f}{before}; confidence -> accuracy: "
                   + ", ".join(f"{b.confidence:.2f}->{b.accuracy:.2f} ({b.count})" for b in bins))
             if split.unreadable:
                 print(f"  {_plural(len(split.unreadable), 'picture')} could not be read and were left out, e.g. "
@@ -372,7 +566,7 @@ def cmd_predict(args) -> int:
         raise UserError("--top must be at least 1.")
     bundle = load_run_model(args.run, args.device)
     rows = _with_stop(lambda stop: predict_paths(bundle, args.paths, top_k=args.top,
-                                                 on_progress=_progress("Predicting pictures"), stop=stop))
+                                                 on_progress=_Counted("Predicting pictures"), stop=stop))
     _end_progress()
     good = [r for r in rows if r.error is None]
     if not good:
@@ -431,29 +625,123 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_advise(args) -> int:
+    from pathlib import Path
+
+    from engine.advise.transfer import Candidate, advise, candidates
+    from engine.data.scan import scan
+    from engine.errors import UserError
+
+    if len(args.weights) > len(args.model):
+        raise UserError("Give one --weights per --model (each --weights follows its --model).")
+    if args.sample < 2:
+        raise UserError("--sample must be at least 2 pictures.")
+    if args.model:
+        from engine.models.build import check_name
+
+        for name in args.model:
+            check_name(name)
+        weights = args.weights + ["pretrained"] * (len(args.model) - len(args.weights))
+        models = [Candidate(m, w, origin="given") for m, w in zip(args.model, weights)]
+    else:
+        models = candidates(args.runs)
+        if not models:
+            raise UserError("No model has weights on this computer yet: name one with --model and --weights "
+                            "(a weight file, or none), or download pretrained weights in the window first.")
+    dataset = scan(args.data, verify=False)
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+    advice = _with_stop(lambda stop: advise(dataset, models, sample=args.sample, check=not args.no_check,
+                                            device=args.device, on_progress=_progress("Scoring pictures"),
+                                            stop=stop, on_say=say))
+    _end_progress()
+    if args.json:
+        print(json.dumps(advice.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"Scores (LogME, higher is better) on {advice.pictures} of your pictures, {len(advice.classes)} classes:")
+    rows = [["model", "weights", "score", "s/epoch frozen", "s/epoch all", "params"]]
+    for m in advice.models:
+        weights = m.weights if m.weights in ("pretrained", "none") else Path(m.weights).name
+        rows.append([m.model, weights, f"{m.score:.3f}", f"{m.epoch_seconds_frozen:.0f}",
+                     f"{m.epoch_seconds_full:.0f}", f"{m.params / 1e6:.1f} M"])
+    print("\n".join(_table(rows)))
+    print(f"Stages of {advice.chosen.split(' | ')[0]} (input to head):")
+    print("\n".join(_table([["stage", "score", "features"]] + [
+        [s.stage + ("  <- suggested freeze point" if s.stage == advice.suggested_freeze else ""),
+         f"{s.score:.3f}", str(s.features)] for s in advice.stages])))
+    print(advice.freeze_sentence)
+    if advice.transfer is not None:
+        print(advice.transfer.sentence)
+    for line in advice.skipped:
+        print(f"not scored: {line}", file=sys.stderr)
+    return 0
+
+
+# --- check, pack-offline ----------------------------------------------------------------------------------------
+
+
+def cmd_check(args) -> int:
+    from engine.check import check_computer
+
+    report = check_computer(runs_dir=args.runs)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+def cmd_pack_offline(args) -> int:
+    from engine.kit import pack_offline
+
+    kit = pack_offline(args.out, args.weights, log=lambda line: print(line, file=sys.stderr, flush=True))
+    weights = f", {_plural(len(kit.weights), 'weight file')}" if kit.weights else ""
+    print(f"Offline kit for Python {kit.python}: {_plural(kit.wheels, 'wheel')}{weights}, {kit.size_mb:,.0f} MB, "
+          f"checked to install without a network: {kit.folder} (install.sh or install.bat there)")
+    return 0
+
+
+def _project_argument(argv: list[str]) -> str | None:
+    """The project file given alone (``transfer-studio my.tsproj``: a double-click on a project, a file
+    association), else None."""
+    from pathlib import Path
+
+    if len(argv) == 1 and argv[0].lower().endswith(".tsproj"):
+        return str(Path(argv[0]).expanduser().absolute())
+    return None
+
+
 # --- entry ----------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    project = _project_argument(argv)
+    if project is not None:
+        from gui.app import run_app
+
+        return run_app([sys.argv[0]], project=project)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         from gui.app import run_app
 
         return run_app([sys.argv[0]])
-    from engine.errors import UserError
+    from engine.errors import Stopped, UserError
 
-    commands = {"train": cmd_train, "scan": cmd_scan, "models": cmd_models, "evaluate": cmd_evaluate,
-                "predict": cmd_predict, "export": cmd_export}
+    commands = {"train": cmd_train, "scan": cmd_scan, "doctor": cmd_doctor, "models": cmd_models, "evaluate": cmd_evaluate,
+                "predict": cmd_predict, "export": cmd_export, "advise": cmd_advise,
+                "check": cmd_check, "pack-offline": cmd_pack_offline}
     try:
         return commands[args.command](args)
+    except Stopped as exc:  # Ctrl-C: the work stopped cleanly at its next check
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        return 130
+        return EXIT_ABORTED
     except Exception as exc:  # a bug: still one sentence, details on request
         if args.debug:
             traceback.print_exc()
