@@ -15,6 +15,11 @@ if "TRANSFER_STUDIO_CACHE" not in os.environ:
     import tempfile
 
     os.environ["TRANSFER_STUDIO_CACHE"] = tempfile.mkdtemp(prefix="ts-test-cache-")
+# The app's data folder (model library, drafts, logs, runs of unsaved projects): a folder of this test session too, so
+# that a test importing a weight file or saving a draft never writes into the user's own (platformdirs reads it).
+import tempfile  # noqa: E402
+
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ts-test-data-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
