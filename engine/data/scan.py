@@ -18,7 +18,7 @@ import csv
 import os
 import random
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ __all__ = [
     "HealthReport",
     "Problem",
     "Sample",
+    "apply_overrides",
     "scan",
     "stratified_split",
 ]
@@ -79,7 +80,9 @@ class Advice:
     ``missing-in-val`` (a class has training pictures but no validation ones), ``no-validation`` (no validation
     pictures at all), ``empty-class`` (a class folder or CSV label without any readable picture, left out),
     ``outside-class`` (pictures lying outside any class folder, ignored), ``duplicate-path`` (CSV rows repeating a
-    picture, ignored) and ``unreadable`` (summary of the files left out).
+    picture, ignored), ``unreadable`` (summary of the files left out), ``overrides`` (pictures left out or relabelled
+    by the user's review), ``override-unknown-class`` (a relabelling to a class the data does not have, ignored) and
+    ``small-pictures`` (pictures far smaller than the model's input; from small_pictures_advice, once a model is known).
     """
 
     kind: str
@@ -93,14 +96,20 @@ class HealthReport:
     unreadable: list[Problem] = field(default_factory=list)
     ignored: int = 0  # hidden entries, files that are not pictures and pictures outside any class folder
     advice: list[Advice] = field(default_factory=list)
+    # The user's review decisions that were applied (apply_overrides): {"excluded": [path, ...], "relabelled":
+    # {path: class}}, absolute paths; empty when there are none. A run's dataset.json records them through to_dict.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
-        return {
+        out = {
             "unreadable": [asdict(problem) for problem in self.unreadable],
             "ignored": self.ignored,
             "advice": [asdict(item) for item in self.advice],
         }
+        if self.overrides:
+            out["overrides"] = self.overrides
+        return out
 
     def lines(self) -> list[str]:
         """Human-readable lines for the command line."""
@@ -169,6 +178,8 @@ def scan(
     workers: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    exclude: Iterable[str] = (),
+    relabel: Mapping[str, str] | None = None,
 ) -> DatasetIndex:
     """Index a dataset folder or CSV file; raise DataError when it cannot be used.
 
@@ -176,7 +187,8 @@ def scan(
     total)`` is called from the calling thread as pictures are checked. Setting ``stop`` cancels the scan.
     ``test_fraction`` only applies when the data gives no test pictures itself. ``split="auto"`` keeps the data's
     own split (train/ val/ folders, a CSV's split column) when it has one; ``split="random"`` pools every picture and
-    draws the split, class by class.
+    draws the split, class by class. ``exclude`` and ``relabel`` are the user's review decisions (see
+    :func:`apply_overrides`), applied after the split is drawn.
     """
     if split not in ("auto", "random"):
         raise DataError(f"Unknown split '{split}': choose auto (the data's own split when it has one) or random.")
@@ -230,7 +242,85 @@ def scan(
         )
     health = HealthReport(unreadable=problems, ignored=listing.ignored, advice=advice)
     own = any(c.split == "val" for c in readable)
-    return DatasetIndex(str(root), listing.layout, classes, samples, health, split_source, own)
+    index = DatasetIndex(str(root), listing.layout, classes, samples, health, split_source, own)
+    return apply_overrides(index, exclude, relabel)
+
+
+# Advice that follows from the pictures per split and class (computed again when overrides change them).
+_COUNT_ADVICE = frozenset({"few-images", "missing-in-train", "imbalance", "no-validation", "missing-in-val"})
+
+
+def override_key(index: DatasetIndex, path: str) -> str:
+    """How an override names a picture: its path relative to the data's folder (the folder itself, or the CSV file's
+    folder) with forward slashes, or the absolute path when it lies elsewhere. Stable when the folder moves."""
+    base = index.root if index.layout != "csv" else os.path.dirname(index.root)
+    rel = os.path.relpath(os.path.abspath(path), base)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        return os.path.abspath(path)
+    return rel.replace(os.sep, "/")
+
+
+def apply_overrides(index: DatasetIndex, exclude: Iterable[str] = (),
+                    relabel: Mapping[str, str] | None = None) -> DatasetIndex:
+    """``index`` with the user's review decisions applied; the files themselves are never touched.
+
+    ``exclude`` lists pictures to leave out of every split; ``relabel`` maps pictures to the class they really
+    belong to. Both name pictures as :func:`override_key` does (absolute paths work too). They are applied after the
+    split is drawn, so excluding or relabelling one picture never moves another between training and validation,
+    and a run before and one after a review are measured on the same validation pictures. A picture that is no longer
+    in the data is skipped; a relabelling to a class the data does not have is ignored, with advice saying so.
+    """
+    exclude = tuple(exclude)
+    relabel = dict(relabel or {})
+    if not exclude and not relabel:
+        return index
+    base = index.root if index.layout != "csv" else os.path.dirname(index.root)
+
+    def key(path: str) -> str:
+        return os.path.normcase(os.path.normpath(os.path.join(base, path)))
+
+    excluded = {key(p) for p in exclude}
+    wanted = {key(p): name for p, name in relabel.items()}
+    label_of = {name: i for i, name in enumerate(index.classes)}
+    samples: list[Sample] = []
+    left_out: list[str] = []
+    relabelled: dict[str, str] = {}
+    unknown: dict[str, int] = {}
+    for sample in index.samples:
+        k = key(sample.path)
+        if k in excluded:
+            left_out.append(sample.path)
+            continue
+        name = wanted.get(k)
+        if name is not None and name not in label_of:
+            unknown[name] = unknown.get(name, 0) + 1
+        elif name is not None:
+            relabelled[sample.path] = name
+            sample = Sample(sample.path, label_of[name], sample.split)
+        samples.append(sample)
+    advice = class_advice(count_samples(samples, index.classes), index.split_source)
+    advice += [a for a in index.health.advice if a.kind not in _COUNT_ADVICE]
+    if left_out or relabelled:
+        parts = []
+        if left_out:
+            parts.append(f"{_plural(len(left_out), 'picture')} left out")
+        if relabelled:
+            parts.append(f"{_plural(len(relabelled), 'picture')} given another class")
+        advice.append(Advice("overrides", f"Your review applies: {' and '.join(parts)}. The files themselves are "
+                             "unchanged; undo a decision in the Review view of the Data step."))
+    for name, n in sorted(unknown.items()):
+        advice.append(Advice("override-unknown-class",
+                             f"{_plural(n, 'picture')} should become '{name}', but the data has no such class: "
+                             f"{'they keep their' if n > 1 else 'it keeps its'} own class. Add a folder '{name}' "
+                             "or choose another class in the Review view."))
+    overrides: dict[str, Any] = {}
+    if left_out:
+        overrides["excluded"] = left_out
+    if relabelled:
+        overrides["relabelled"] = relabelled
+    health = HealthReport(index.health.unreadable, index.health.ignored, advice, overrides)
+    return DatasetIndex(index.root, index.layout, list(index.classes), samples, health, index.split_source,
+                        index.own_split)
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
@@ -598,3 +688,39 @@ def _plural(n: int, noun: str) -> str:
 def _raise_if_stopped(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
         raise DataError("The scan was cancelled.")
+
+
+SMALL_PICTURE_FACTOR = 3.0  # pictures enlarged this many times or more to the model's input -> "small-pictures" advice
+_SIZE_SAMPLE = 200  # pictures whose size small_pictures_advice reads (their headers only), spread over the dataset
+
+
+def small_pictures_advice(paths: Sequence[str], input_side: int) -> Advice | None:
+    """Advice when most pictures are far smaller than the model's input (32x32 pictures into a 224x224 model are
+    enlarged 7 times): a model with a smaller input, or lower accuracy. ``input_side`` is the model's input size
+    (the caller knows the model: engine.data does not import engine.models). Reads the headers of at most
+    _SIZE_SAMPLE pictures spread over ``paths``; None when the pictures are large enough (or none can be read)."""
+    from PIL import Image
+
+    if not paths or input_side <= 0:
+        return None
+    step = max(1, len(paths) // _SIZE_SAMPLE)
+    sizes = []
+    for path in list(paths)[::step][:_SIZE_SAMPLE]:
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+        except Exception:  # unreadable pictures have their own advice
+            continue
+    if not sizes:
+        return None
+    sizes.sort(key=min)
+    width, height = sizes[len(sizes) // 2]  # the median picture by its shorter side
+    factor = input_side / max(1, min(width, height))
+    if factor < SMALL_PICTURE_FACTOR:
+        return None
+    return Advice(
+        "small-pictures",
+        f"The pictures are far smaller than the model's input: a typical one is {width}x{height} pixels, enlarged "
+        f"{factor:.0f} times to {input_side}x{input_side}, so the model sees blurred shapes. Choose a model made for "
+        "smaller inputs (or one whose pretrained weights were trained on small pictures), or expect lower accuracy.",
+    )

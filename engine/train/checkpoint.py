@@ -163,6 +163,8 @@ class RunState:
 
 
 def where(completed: int, step: int) -> str:
+    if not completed and not step:
+        return "before the first epoch"
     return f"at epoch {completed + 1}, step {step}" if step else f"after epoch {completed}"
 
 
@@ -348,6 +350,26 @@ class Checkpointer:
         self.last = time.monotonic()
         s.saved_step = s.global_step
         s.saved_where = where(mark.completed, mark.step)
+
+    def save_start(self, index: int, phase_rng: dict) -> None:
+        """Write checkpoint.pt at the start of phase ``index``, before any of its steps (before its frozen layers'
+        outputs are computed): a run stopped or killed then resumes with that phase, from the beginning."""
+        s = self.state
+        state = {
+            "format": CHECKPOINT_FORMAT, "phases": [[p.name, p.epochs] for p in self.phases],
+            "epochs_completed": s.epochs_completed, "phase": index, "phase_epochs": 0, "step": 0,
+            "partial": list(NO_PARTIAL), "global_step": s.global_step, "since_best": 0,
+            "best": {"acc": s.best_acc, "loss": float(s.best_loss), "epoch": s.best_epoch},
+            "best_is_model": False, "records": list(s.records), "model": self._model_state(trained_only=False),
+            "base": None, "optimizer": None, "scheduler": None, "fast_order": None,
+            "normal_order": s.normal_order.position() if s.normal_order is not None else None,
+            "scaler": self.scaler.state_dict(), "pieces": self.backoff.pieces, "rng": rng_state(),
+            "phase_rng": phase_rng, "seconds": s.seconds(),
+        }
+        self.folder.write("the checkpoint", lambda: save_checkpoint(state, self.folder.path / runs.CHECKPOINT))
+        self.last = time.monotonic()
+        s.saved_step = s.global_step
+        s.saved_where = where(s.epochs_completed, 0)
 
     def _model_state(self, trained_only: bool) -> dict[str, torch.Tensor]:
         """The model's state dict; with ``trained_only``, its trained parameters and all its buffers (BatchNorm

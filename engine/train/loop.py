@@ -189,6 +189,7 @@ class Session:
     criterion: nn.Module
     scaler: torch.amp.GradScaler
     total_epochs: int
+    model_name: str = ""  # the catalogue name: part of the keys of the frozen layers' stored outputs
     module_stages: dict[str, str | None] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,40 +9,119 @@ path the phase takes and why.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
-from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset, Subset
 
 from engine.config import Phase
 from engine.data.loaders import make_loader
+from engine.events import Preparing
 from engine.train import fastpath as feats
 from engine.train.fastpath import FastPath
 from engine.train.loop import Data, Order, Session, shuffled_loader, to_device
+from engine.train.store import FROZEN_MAX_MB_ENV, FrozenStore, picture_key, prefix_identity, view_seed
 from engine.train.strategies import set_train_mode
 
 # Pictures per batch when a frozen prefix's outputs are computed: no gradients, so larger batches than in training.
 # On the CPU, larger batches mean fewer meetings of the threads per picture (MobileNetV2 on 2 busy cores: 13
 # pictures/s at 16, 33 at 64).
 PREFIX_BATCH = {"cuda": 128, "cpu": 64}
-PROGRESS_EVERY_S = 10.0  # a progress line at most this often while the frozen outputs are computed
+PROGRESS_EVERY_S = 10.0  # a progress line in the log at most this often while the frozen outputs are computed
+PREPARING_EVERY_S = 0.25  # a Preparing event (the window's and the command line's progress) at most this often
+PREPARING = "computing the frozen layers once"  # Preparing.what
+
+
+def time_left(seconds: float | None) -> str:
+    """'about 40 s left', 'about 3 min left', 'about 1 h 20 min left'; '' before it can be estimated."""
+    if seconds is None:
+        return ""
+    if seconds < 55:
+        return f"about {max(5, 5 * round(seconds / 5))} s left"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min left"
+    return f"about {minutes // 60} h {minutes % 60} min left"
+
+
+def preparing_text(event: Preparing) -> str:
+    """The progress line of a Preparing event, for the window and the command line: 'Preparing: computing the
+    frozen layers once - 1,173 of 9,545 - about 1 min left'."""
+    parts = [f"Preparing: {event.what}", f"{event.done:,} of {event.total:,}"]
+    if event.done >= event.total:
+        parts.append("done")
+    elif event.seconds_left is not None:
+        parts.append(time_left(event.seconds_left))
+    return " \u2014 ".join(parts)
 
 
 class _Progress:
-    """A progress line at most every PROGRESS_EVERY_S seconds while frozen outputs are computed."""
+    """The frozen pass's progress: a Preparing event at most every PREPARING_EVERY_S seconds and at the end, a log
+    line at most every PROGRESS_EVERY_S seconds. Outputs read back from the store count as done; the time left is
+    estimated from the pace of those computed."""
 
-    def __init__(self, log: Callable[[str], None], total: int):
-        self.log, self.total, self.done = log, total, 0
-        self.last = time.monotonic()
+    def __init__(self, s: Session, total: int):
+        self.s, self.total, self.done = s, total, 0
+        self.computed, self.computing = 0, 0.0  # outputs computed, and the seconds spent computing them
+        self.began = time.monotonic()
+        self.last_log = self.last_event = self.began
 
-    def advance(self, n: int) -> None:
+    def seconds_left(self) -> float | None:
+        if self.computed < 1 or self.computing < 1.0:
+            return None  # too early to tell
+        return (self.total - self.done) * self.computing / self.computed
+
+    def read_back(self, n: int) -> None:
         self.done += n
+        self._report()
+
+    def advance(self, n: int, seconds: float) -> None:
+        self.done += n
+        self.computed += n
+        self.computing += seconds
+        self._report()
+
+    def finish(self) -> None:
+        self.s.emit(Preparing(PREPARING, self.total, self.total, 0.0))
+
+    def _report(self) -> None:
         now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY_S and self.done < self.total:
-            self.last = now
-            self.log(f"Computing the frozen layers' outputs: {self.done} of {self.total} pictures.")
+        if self.done >= self.total:
+            return  # finish() says it
+        if now - self.last_event >= PREPARING_EVERY_S:
+            self.last_event = now
+            self.s.emit(Preparing(PREPARING, self.done, self.total, self.seconds_left()))
+        if now - self.last_log >= PROGRESS_EVERY_S:
+            self.last_log = now
+            self.s.log(f"Computing the frozen layers' outputs: {self.done:,} of {self.total:,} pictures.")
+
+
+class _SeededViews(Dataset):
+    """A dataset whose item ``i`` is drawn with the random numbers of its own seed: a picture's augmented view is the
+    same whichever pictures are computed with it, in whichever process, in whichever run (engine.train.store)."""
+
+    def __init__(self, dataset: Dataset, seeds: list[int]):
+        self.dataset, self.seeds = dataset, seeds
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        seed = self.seeds[index]
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
 
 
 @dataclass
@@ -56,7 +135,7 @@ class _Plan:
     keep_on: torch.device  # where the outputs are kept
 
 
-def fast_path(s: Session, data: Data, built, phase: Phase, index: int) -> FastPath | None:
+def fast_path(s: Session, data: Data, built, phase: Phase, index: int, phase_rng: dict) -> FastPath | None:
     """Train phase number ``index`` on the frozen prefix's outputs, computed once, when the model allows it; None
     for the normal path. Tells the user which path the phase takes and why."""
     plan = _plan(s, data, built, phase)
@@ -73,8 +152,12 @@ def fast_path(s: Session, data: Data, built, phase: Phase, index: int) -> FastPa
     s.log(f"{plan.name}: {split.describe()} do not change, so they run once per picture ({what}, and each of "
           f"the {n_val} validation pictures); each epoch then trains only "
           f"{'the head' if split.kind == 'head' else ', '.join(phase.stages)} on their outputs.")
+    if s.state.saved_step is None:
+        # Nothing to resume from yet: a checkpoint of the phase's start, so that a run stopped or killed during the
+        # frozen pass resumes here, reading back the outputs the store kept.
+        s.checkpoints.save_start(index, phase_rng)
     began = time.monotonic()
-    train_set, val_set, pin = _compute(s, data, plan, prefix, index)
+    train_set, val_set, pin = _compute(s, data, plan, prefix, built.data_config)
     seconds = time.monotonic() - began
     engine = {"onnx": ", run by ONNX Runtime", "fused": ", BatchNorm folded into the convolutions"}.get(how, "")
     s.log(f"{plan.name}: the frozen layers' outputs are ready ({n_val + n_train * views} pictures in {seconds:.1f} s"
@@ -125,36 +208,115 @@ def _plan(s: Session, data: Data, built, phase: Phase) -> _Plan | None:
     return _Plan(name, split, example, views, keep_on)
 
 
-def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module,
-             index: int) -> tuple[feats.FeatureSet, feats.FeatureSet, bool]:
-    """The prefix's outputs for the validation pictures and each view of the training pictures; returns the
-    training and validation sets, and whether they are in pinned memory."""
-    t, n_train = s.train, len(data.train)
-    progress = _Progress(s.log, len(data.val) + n_train * plan.views)
-    bs = PREFIX_BATCH.get(s.runtime.device.type, 32)
-    pin = data.pin and plan.keep_on.type == "cpu"
-    run_batch = _prefix_batch(s, progress)
+def _store(s: Session, plan: _Plan, data_config: dict, dtype: torch.dtype) -> FrozenStore | None:
+    """The on-disk store of this frozen part's outputs; None when the frozen layers cannot be hashed."""
+    try:
+        return FrozenStore(prefix_identity(s.model_name, plan.split, str(s.runtime.amp_dtype), data_config, dtype))
+    except Exception as exc:  # a tensor type numpy cannot hold, ...: compute as before, without the store
+        s.log(f"The frozen layers' outputs are computed without being kept on disk ({exc.__class__.__name__}).")
+        return None
 
-    def run(loader, out):
-        return feats.compute_features(prefix, loader, run_batch, s.check_stop, plan.keep_on, out_like=out)
 
-    val_out, val_labels = run(make_loader(data.val, bs, shuffle=False, workers=data.workers, pin_memory=data.pin),
-                              None)
-    train_source = data.train if t.augment != "none" else data.train_eval
-    loader = make_loader(train_source, bs, shuffle=False, workers=data.workers, seed=t.seed + 7919 * (index + 1),
-                         pin_memory=data.pin)
-    outputs = torch.empty((plan.views, n_train, *plan.split.output_shape), dtype=val_out.dtype, device=plan.keep_on)
-    labels = torch.empty((plan.views, n_train), dtype=torch.long)
+def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config: dict
+             ) -> tuple[feats.FeatureSet, feats.FeatureSet, bool]:
+    """The prefix's outputs for the validation pictures and each view of the training pictures -- read back from the
+    store (engine.train.store) where it holds them, else computed and added to it; returns the training and
+    validation sets, and whether they are in pinned memory."""
+    t, n_train, n_val = s.train, len(data.train), len(data.val)
+    augmented = t.augment != "none"
+    run_batch = _prefix_batch(s)
+    dtype = plan.split.output_dtype
+    if s.runtime.amp_dtype is not None:  # the outputs' type under autocast (fp16 on a GPU, or fp32 for some layers)
+        with feats._eval(prefix):  # noqa: SLF001
+            dtype = run_batch(prefix, plan.example).dtype
+    store = _store(s, plan, data_config, dtype)
+    train_pictures = [picture_key(p) for p in data.train.paths]
+    val_pictures = [picture_key(p) for p in data.val.paths]
+    # (dataset, the view's name in the keys, the pictures' seeds or None, the pictures)
+    passes = [(data.val, "eval", None, val_pictures)]
     for view in range(plan.views):
-        _, labels[view] = run(loader, outputs[view])
-    del loader
+        if augmented:
+            name = f"train:{t.augment}:{t.seed}:{view}"
+            seeds = [view_seed(k or path, name) for k, path in zip(train_pictures, data.train.paths)]
+            passes.append((data.train, name, seeds, train_pictures))
+        else:
+            passes.append((data.train_eval, "eval", None, train_pictures))
+    keys = [[store.key(name, k) if store else None for k in pictures] for _, name, _, pictures in passes]
+    if store is not None:
+        found = store.prepare([k for pass_keys in keys for k in pass_keys])
+        if not found.writable:
+            s.log(f"The frozen layers' outputs cannot be kept in {found.folder} (the folder cannot be written): a "
+                  "stopped run will compute them again.", "warning")
+        elif found.stored:
+            s.log(f"{found.stored:,} of the {found.entries:,} frozen layers' outputs were computed before (kept in "
+                  f"{found.folder}): they are read back, the other {found.entries - found.stored:,} computed.")
+        if found.unstored and found.writable:
+            s.log(f"{found.unstored:,} frozen layers' outputs do not fit under the store's size limit and are not "
+                  f"kept on disk (raise {FROZEN_MAX_MB_ENV} to keep them).")
+    progress = _Progress(s, n_val + n_train * plan.views)
+    pin = data.pin and plan.keep_on.type == "cpu"
+    val_out = torch.empty((1, n_val, *plan.split.output_shape), dtype=dtype, device=plan.keep_on)
+    val_labels = torch.as_tensor(data.val.labels, dtype=torch.long).unsqueeze(0).clone()
+    outputs = torch.empty((plan.views, n_train, *plan.split.output_shape), dtype=dtype, device=plan.keep_on)
+    labels = torch.as_tensor(data.train.labels, dtype=torch.long).unsqueeze(0).repeat(plan.views, 1)
+    targets = [(val_out[0], val_labels[0])] + [(outputs[v], labels[v]) for v in range(plan.views)]
+    for (dataset, _, seeds, _), pass_keys, (out, out_labels) in zip(passes, keys, targets):
+        missing = _read_back(store, pass_keys, out, progress) if store is not None else list(range(len(pass_keys)))
+        if not missing:
+            continue
+        source = Subset(_SeededViews(dataset, seeds) if seeds is not None else dataset, missing)
+        loader = make_loader(source, PREFIX_BATCH.get(s.runtime.device.type, 32), shuffle=False,
+                             workers=data.workers, pin_memory=data.pin)
+        filled = 0
+        with feats._eval(prefix):  # noqa: SLF001
+            for images, batch_labels in loader:
+                s.check_stop()
+                began = time.monotonic()
+                result = run_batch(prefix, images)
+                where = torch.as_tensor(missing[filled:filled + result.shape[0]], dtype=torch.long)
+                filled += result.shape[0]
+                out[where.to(out.device)] = result.to(out.device, out.dtype)
+                out_labels[where] = batch_labels
+                if store is not None:
+                    rows = result.to("cpu")
+                    for i, row in zip(where.tolist(), rows):
+                        store.put(pass_keys[i], row)
+                progress.advance(result.shape[0], time.monotonic() - began)
+        del loader
+    progress.finish()
     if pin:
         outputs, val_out = outputs.pin_memory(), val_out.pin_memory()
-    return (feats.FeatureSet(outputs, labels, seed=t.seed), feats.FeatureSet(val_out.unsqueeze(0),
-                                                                              val_labels.unsqueeze(0)), pin)
+    return feats.FeatureSet(outputs, labels, seed=t.seed), feats.FeatureSet(val_out, val_labels), pin
 
 
-def _prefix_batch(s: Session, progress: _Progress):
+READ_BACK_CHUNK = 512  # stored outputs copied to where they are kept this many at a time
+
+
+def _read_back(store: FrozenStore, keys: list[str | None], out: torch.Tensor, progress: _Progress) -> list[int]:
+    """Fill ``out`` with the stored outputs; returns the indices of those that must be computed."""
+    missing, rows, where = [], [], []
+
+    def flush():
+        if rows:
+            out[torch.as_tensor(where, device=out.device)] = torch.stack(rows).to(out.device, out.dtype)
+            progress.read_back(len(rows))
+            rows.clear()
+            where.clear()
+
+    for i, key in enumerate(keys):
+        stored = store.get(key) if key is not None else None
+        if stored is None:
+            missing.append(i)
+            continue
+        rows.append(stored)
+        where.append(i)
+        if len(rows) >= READ_BACK_CHUNK:
+            flush()
+    flush()
+    return missing
+
+
+def _prefix_batch(s: Session):
     """The prefix on one batch of pictures, on the run's device and in its precision, in pieces when memory runs
     short."""
     runtime = s.runtime
@@ -164,7 +326,5 @@ def _prefix_batch(s: Session, progress: _Progress):
         # no_grad rather than inference_mode: the outputs are later the input of training steps.
         with torch.no_grad(), torch.autocast(runtime.device.type, dtype=runtime.amp_dtype or torch.float32,
                                              enabled=runtime.amp_dtype is not None):
-            out = s.backoff.forward(prefix, images)
-        progress.advance(images.shape[0])
-        return out
+            return s.backoff.forward(prefix, images)
     return run
