@@ -25,3 +25,27 @@ def user_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+RESOURCES_PACKAGE = "transfer_studio_resources"  # the repository's resources/ folder, as the wheel installs it
+
+
+def resources_dir() -> Path:
+    """The folder of the app's own files (icon, guide, parameter counts, desktop entry ...): the installed package
+    ``transfer_studio_resources`` (the repository's ``resources/`` folder, mapped in ``setup.py``), or, when that
+    is not installed (an older editable install, a plain checkout on ``sys.path``), ``resources/`` beside
+    ``engine/``."""
+    import importlib.resources
+
+    try:
+        folder = Path(str(importlib.resources.files(RESOURCES_PACKAGE)))
+    except ModuleNotFoundError:
+        folder = None
+    if folder is not None and folder.is_dir():
+        return folder
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def resource(name: str) -> Path:
+    """The path of one of the app's own files, e.g. ``resource("icon.svg")``."""
+    return resources_dir() / name

@@ -7,12 +7,13 @@ distinguishable for colour-blind users; everything else follows the operating sy
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+from engine.paths import resources_dir
+
+RESOURCES = resources_dir()  # the installed package, or resources/ in a checkout
 
 # Okabe-Ito colours
 BLUE = "#0072B2"

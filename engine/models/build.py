@@ -9,7 +9,6 @@ everything but the head. Pickled files are loaded with ``weights_only=True``: no
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -80,12 +79,8 @@ def _did_you_mean(arch: str, names: list[str]) -> str:
 # --- building -------------------------------------------------------------------------------------------------
 
 
-OFFLINE_ENV = "TRANSFER_STUDIO_OFFLINE"
-
-
-def offline_mode() -> bool:
-    """The offline switch: with TRANSFER_STUDIO_OFFLINE=1 Transfer Studio opens no network connection at all."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+# The offline switch and its socket-level guard live in engine.offline; named here too for the callers.
+from engine.offline import OFFLINE_ENV, no_network, offline_mode  # noqa: E402,F401
 
 
 def _online(host: str) -> bool:
@@ -151,12 +146,15 @@ def _build_timm(name: str, arch: str, weights: str, num_classes: int, allow_down
     try:
         if pretrained:
             try:
-                with _hf_offline(True):
+                # What is on this computer only: the hub's offline flag, and no connection at all for the weights
+                # that timm fetches from a plain URL (gcvit_tiny.in1k ...), which that flag does not cover.
+                with _hf_offline(True), no_network():
                     model = timm.create_model(arch, pretrained=True, num_classes=num_classes)
             except (OSError, RuntimeError, ValueError):
                 if not (allow_download and _online("huggingface.co")):
                     raise ModelError(_no_download_message(name)) from None
-                model = timm.create_model(arch, pretrained=True, num_classes=num_classes)
+                with _hf_offline(offline_mode()):  # the guard refuses any connection if offline was switched on
+                    model = timm.create_model(arch, pretrained=True, num_classes=num_classes)
         else:
             model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     except ModelError:
@@ -191,7 +189,8 @@ def _build_torchvision(name: str, arch: str, weights: str, num_classes: int, all
         if not cached.exists() and not (allow_download and _online("download.pytorch.org")):
             raise ModelError(_no_download_message(name))
         try:
-            state = enum.get_state_dict(progress=False, check_hash=True)
+            with no_network() if cached.exists() or not allow_download else contextlib.nullcontext():
+                state = enum.get_state_dict(progress=False, check_hash=True)
         except Exception:
             raise ModelError(_no_download_message(name)) from None
         note = load_weights(model, state, head, f"torchvision's {enum}")

@@ -26,10 +26,10 @@ from typing import Callable, Iterable
 from engine.errors import ModelError
 from engine.models import build as models
 from engine.models.weights import TORCH_BUILD_LOCK
-from engine.paths import user_cache_dir
+from engine.paths import resource, user_cache_dir
 
 PARAM_CACHE_FILE = "param-counts.json"
-SHIPPED_COUNTS = Path(__file__).resolve().parents[2] / "resources" / "param_counts.json"
+SHIPPED_COUNTS = resource("param_counts.json")
 DOWNLOAD_CHUNK = 1 << 20  # bytes read between two progress reports and stop checks
 HF_HOST = "huggingface.co"
 

@@ -27,9 +27,10 @@ from typing import Iterable, Mapping
 from engine.models import build as models
 from engine.models import catalogue
 from engine.models import weights
+from engine.paths import resource
 
 SIGNATURES_FILE = "model_signatures.json"
-SHIPPED_SIGNATURES = catalogue.SHIPPED_COUNTS.parent / SIGNATURES_FILE
+SHIPPED_SIGNATURES = resource(SIGNATURES_FILE)
 MAX_NAMES = 4  # catalogue names listed in a sentence; more are counted
 
 
