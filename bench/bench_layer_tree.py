@@ -94,6 +94,7 @@ def measure(name: str, editor, meter: StallMeter) -> dict:
     QApplication.processEvents()
     all_open = time.perf_counter() - opened_at
     stall_opening_all = meter.stop()
+    builder.shutdown()  # its job has ended: this joins the pool's thread
     return {"build_s": built_at - began, "first_view_s": shown_at - built_at, "total_s": shown_at - began,
             "stall_s": stall_while_building, "rows": rows, "open_all_s": all_open,
             "open_all_stall_s": stall_opening_all, "stages": len(result.tree.names)}
@@ -134,9 +135,6 @@ def main(names: list[str]) -> None:
         print(f"    baseline, timm.create_model on the GUI thread: {naive:.2f} s frozen; "
               f"stall ratio {m['stall_s'] / naive:.3f} (GUI frozen {naive / max(m['stall_s'], 1e-9):.0f}x "
               "less long)")
-    from gui.support.model_builder import shutdown
-
-    shutdown()
     app.quit()
 
 

@@ -1,1 +1,2 @@
-"""Plumbing for the window: Qt compatibility fixes, the garbage-collection guard, background jobs."""
+"""Plumbing for the window: Qt compatibility fixes, the garbage-collection guard, the one job service for
+background work (``jobs``) and the model builder and catalogue that run on it."""

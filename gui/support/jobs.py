@@ -5,20 +5,22 @@ thread, ``gui.steps.train.worker``). Nothing of it runs on the GUI thread, and a
 - ``Jobs.start(kind, work, on_done, ...)`` runs ``work(progress, stop)`` on a pool thread. The work reports through
   ``progress``: ``progress(done, total)`` for a bar (at most ~20 reports a second reach the window, the first and the
   last always), ``progress.say(text)`` for what it is doing, in words, and ``progress.send(value)`` for a part of the
-  result that is shown before the job ends (a thumbnail, a parameter count). Each comes back to its callback on the
-  GUI thread, followed by exactly one of the result (``on_done``), a failure sentence (``on_error``) or the news that
-  it stopped (``on_cancel``).
-- Cancel: starting a job of a kind that is running cancels the older one (a newer heat map replaces the one still
-  being made), and so does ``cancel(kind)``. Both set the job's stop token, which the engine checks at least once per
-  picture or batch; nothing of a cancelled job reaches its callbacks any more. Jobs started with ``kind=None`` run
-  side by side (the thumbnail decoders) and are cancelled only by ``shutdown()``.
+  result that is shown before the job ends (a thumbnail, a parameter count). Each comes back, in order, to its
+  callback on the GUI thread, and then one of: the result (``on_done``), a failure sentence (``on_error``), or
+  ``on_cancel`` when the work stopped on its own.
+- Cancel: ``cancel(kind)`` sets the job's stop token, which the engine checks at least once per picture or batch,
+  and calls ``on_cancel`` at once; starting a job of a kind that is running cancels the older one silently (a newer
+  heat map replaces the one still being made). Nothing of a cancelled job reaches its callbacks afterwards. Jobs
+  started with ``kind=None`` run side by side (the thumbnail decoders) and stop only with ``shutdown()``.
 - Errors are sentences: a ``UserError`` is the engine's own sentence; running out of memory says what to do; any
   other exception (a bug) is logged with its traceback and reaches the window as "<what> failed because of an
   unexpected problem (...)", never as a traceback.
-- Shutdown: the main window owns one ``Jobs`` and hands each part of the window a lane of it (``jobs.lane()``: its own
-  kinds, its own ``busy_changed``, its own few pool threads). ``shutdown()`` of the window's ``Jobs``, called when
-  the window closes, sets every stop token of every lane and waits until their threads have ended. A widget made
-  on its own (in a test, a script) makes its own ``Jobs``; its jobs are stopped when it is destroyed.
+- Shutdown: the main window owns one ``Jobs`` and hands it to each part of the window, which runs on a lane of its
+  own in it: ``Jobs(part, threads, service=jobs)``, with its own kinds, its own ``busy_changed`` and its own few
+  pool threads (a long evaluation never holds up the thumbnails). ``shutdown()`` of the window's ``Jobs``, called
+  when the window closes, sets the stop token of every job of every lane and waits until their threads have ended.
+  A part made on its own (a test, a benchmark) gets ``service=None`` and so a service of its own, which its own
+  ``shutdown`` stops; its jobs are also told to stop when it is destroyed.
 
 ``ModelCache`` keeps the last model loaded for heat maps and predictions, so that the second picture does not load
 the model again; a lock makes the jobs that use it take turns (Grad-CAM puts hooks on the model, which another
@@ -83,7 +85,7 @@ class _Relay(QObject):
     result = Signal(object, object)  # job, value
     error = Signal(object, str)  # job, sentence
     stopped = Signal(object)  # job
-    progressed = Signal(object, int, int)  # job, done, total
+    progressed = Signal(object, object, object)  # job, done, total (Python ints: a download counts past 2**31 bytes)
     said = Signal(object, str)  # job, what happens now
     sent = Signal(object, object)  # job, a part of the result
 
@@ -151,7 +153,8 @@ def _stop_every(jobs: set[Job]) -> None:
 
 
 class Jobs(QObject):
-    """The job service, or one lane of it: runs jobs on its own small pool; one job of each kind counts at a time."""
+    """The job service, or a lane of ``service``: runs jobs on its own small pool, one job of each kind at a time,
+    and is shut down with ``service``."""
 
     busy_changed = Signal(bool)
 
@@ -179,10 +182,6 @@ class Jobs(QObject):
         self.destroyed.connect(lambda *_: _stop_every(alive))
 
     # -- lanes -----------------------------------------------------------------------------------------------
-
-    def lane(self, parent: QObject | None = None, threads: int = 2) -> "Jobs":
-        """A ``Jobs`` for one part of the window: its own kinds and threads, shut down with this one."""
-        return Jobs(parent if parent is not None else self, threads, service=self)
 
     def _adopt(self, lane: "Jobs") -> None:
         self._lanes = [j for j in self._lanes if shiboken6.isValid(j)]
@@ -313,7 +312,7 @@ class Jobs(QObject):
         if callback is not None and self._wanted(job):
             callback(*args)
 
-    @Slot(object, int, int)
+    @Slot(object, object, object)
     def _on_progress(self, job: Job, done: int, total: int) -> None:
         self._report(job, "progress", done, total)
 

@@ -6,8 +6,8 @@ never freezes.
 - ``CatalogueService`` loads the catalogue (timm's import alone takes seconds), then counts parameters of the
   models the picker shows, latest request first, caching the counts on disk.
 
-Both run on the ``Jobs`` they are given (the window's lane for their step), or on their own when made alone; they
-stop when that service shuts down.
+Each runs its jobs on a lane of its own in the ``Jobs`` it is given (the window's job service), or on a service of
+its own when made alone (a test, a benchmark).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ModelBuilder(QObject):
     ``downloaded(where)`` and ``failed(sentence)``; ``busyChanged(bool)``.
     """
 
-    progress = Signal(str, int, int)
+    progress = Signal(str, object, object)  # Python ints: weight files can be larger than 2**31 bytes
     built = Signal(object)
     downloaded = Signal(str)
     failed = Signal(str)
@@ -89,7 +89,7 @@ class ModelBuilder(QObject):
 
     def __init__(self, parent: QObject | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
-        self.jobs = jobs if jobs is not None else Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
         self._busy = False
         self._text = ""
 
@@ -159,7 +159,7 @@ class CatalogueService(QObject):
     def __init__(self, parent: QObject | None = None, cache_dir=None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
         self.counts = catalogue.ParamCounts(cache_dir)
-        self.jobs = jobs if jobs is not None else Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
         self._lock = threading.Lock()
         self._wanted: list[str] = []  # names to count, the next first
         self._counting = False  # a counting job is on its way (it clears this, under the lock, when it ends)

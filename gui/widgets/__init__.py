@@ -1,1 +1,2 @@
-"""Widgets shared by several steps: thumbnails, picture panels and galleries, the picture preview, live plots."""
+"""Widgets shared by several steps: thumbnails, picture panels and galleries, the picture preview, the run chooser,
+live plots, numbers in words."""

@@ -84,7 +84,7 @@ class PreviewDialog(QDialog):
         self.setModal(False)
         self._path = ""
         self._pixmap: QPixmap | None = None
-        self.jobs = jobs if jobs is not None else Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
 
         self.image = QLabel("Loading ...")
         self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)

@@ -70,8 +70,8 @@ class ThumbnailCache:
 
 class ThumbnailLoader(QObject):
     """Decodes requested thumbnails with a few jobs of the job service; results arrive on the GUI thread as
-    signals. ``jobs`` is the service (or lane) to run on: the loader makes a lane of its own in it (or a service of
-    its own without one)."""
+    signals. The jobs run on a lane of their own in ``jobs`` (the window's job service), or on a service of the
+    loader's own."""
 
     loaded = Signal(str, QImage)  # path, thumbnail
     failed = Signal(str, str)  # path, the reason it cannot be shown
@@ -82,7 +82,7 @@ class ThumbnailLoader(QObject):
         self.size = size
         self.max_pending = max_pending
         self.threads = threads or max(1, min(4, os.cpu_count() or 1))
-        self.jobs = jobs.lane(self, self.threads) if jobs is not None else Jobs(self, self.threads)
+        self.jobs = Jobs(self, self.threads, service=jobs)
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, None] = OrderedDict()  # oldest first
         self._in_progress: set[str] = set()

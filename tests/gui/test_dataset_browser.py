@@ -264,7 +264,7 @@ def test_closing_the_window_during_a_scan_stops_it_cleanly(qtbot, tmp_path, tiny
     assert scan is not None and not scan.ended.is_set()
     assert w.close()
     assert scan.ended.is_set()
-    assert w.data_page.scanner.jobs.idle() and w.jobs.idle()
+    assert w.data_page.scanner.jobs.idle() and w.data_page.scanner.jobs.closed
     release.set()
 
 

@@ -16,7 +16,7 @@ from engine.train.strategies import apply_phase
 from engine.models.layers import build_layer_tree
 from engine.models.build import build_model
 from engine.project.project import open_project
-from gui.steps.layers import format_count
+from gui.widgets.format import format_count
 from gui.sidebar import StepState
 from tests.gui.test_main_window import make_window, wait_scanned
 

@@ -52,7 +52,7 @@ class Scanner(QObject):
 
     def __init__(self, parent: QObject | None = None, jobs: Jobs | None = None) -> None:
         super().__init__(parent)
-        self.jobs = jobs if jobs is not None else Jobs(self)
+        self.jobs = Jobs(self, service=jobs)
 
     @property
     def running(self) -> bool:
