@@ -44,6 +44,8 @@ class TrainingSteps(QObject):
         self.editor.planChanged.connect(self._plan_changed)
         self.train.configChanged.connect(self._set_config)
         self.train.runFinished.connect(self._run_finished)
+        self.train.history.runsChanged.connect(lambda _count: self._update_states(self.project.config)
+                                               if self.project.is_open else None)
         self.project.config_changed.connect(self._config_changed)
         self.project.dataset_changed.connect(self._dataset_changed)
         self.project.project_replaced.connect(self._project_replaced)
@@ -119,8 +121,12 @@ class TrainingSteps(QObject):
         if not self.train.running:
             result = self.train.last_result
             done = result is not None and result.status == "completed"
-            self._train_state(StepState.DONE if done else StepState.READY,
-                              "A run has finished: see Evaluate." if done else "Ready to train.")
+            # A project reopened with a trained model is as done as one whose run just ended.
+            earlier = any(info.status == "completed" for info in self.train.history.infos)
+            self._train_state(StepState.DONE if done or earlier else StepState.READY,
+                              "A run has finished: see Evaluate." if done else
+                              "This project has a trained model: see Evaluate, or train again." if earlier else
+                              "Ready to train.")
         else:
             self.train.set_blocked("")
 

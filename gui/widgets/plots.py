@@ -329,7 +329,11 @@ class TrainingPlots(QWidget):
     def _draw_heat(self) -> None:
         if not self.heat_columns:
             self.heat_image.clear()
+            # An empty map keeps a plain 0..1 frame: auto-ranging over nothing showed steps from -0.4 to 0.4.
+            self.heat_plot.disableAutoRange()
+            self.heat_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             return
+        self.heat_plot.enableAutoRange()
         data = np.stack(self.heat_columns)  # steps x stages
         data = np.log10(data + 1e-8)  # gradients span orders of magnitude; frozen stages are exactly 0
         floor = data[data > -8].min() if (data > -8).any() else -8

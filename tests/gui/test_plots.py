@@ -102,6 +102,8 @@ def test_epochs_are_plain_numbers_from_the_first_step(qtbot):
             assert "x0.001" not in axis.labelString() and "x1e" not in axis.labelString()
     lr_axis = plots.lr_plot.getAxis("left")
     assert lr_axis.tickStrings([0.0002, 0.0004], lr_axis.autoSIPrefixScale, 0.0002) == ["0.0002", "0.0004"]
+    # Before the first layer-activity event the heat map is empty: no negative training steps on its axis.
+    assert plots.heat_plot.getViewBox().viewRange()[0][0] >= 0
 
 
 def test_the_legends_cover_no_curve(qtbot):

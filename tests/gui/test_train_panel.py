@@ -267,6 +267,11 @@ def test_another_project_shows_none_of_the_previous_projects_run(qtbot, tmp_path
     train.on_finished(RunResult("completed", str(tmp_path / "run"), 0.6, 1, 1, None))
     train.plots.redraw()
     assert train.plots.smooth_loss.getData()[0] is not None and "Finished" in train.status.text()
+    from engine.advise.training_doctor import Verdict
+
+    train.doctor.show_verdicts([Verdict("overfitting", "It learnt the training pictures by heart.", "gap 30 points",
+                                        {"label": "Add augmentation", "settings": {"augment": "strong"}})], "run")
+    train.tabs.setTabText(train.tabs.indexOf(train.doctor), "Advice (1)")
 
     other = tmp_path / "other"
     other.mkdir()
@@ -279,5 +284,6 @@ def test_another_project_shows_none_of_the_previous_projects_run(qtbot, tmp_path
         assert x is None or len(x) == 0
     assert train.log.toPlainText() == "" and train.run_bar.value() == 0
     assert train.last_result is None and "Finished" not in train.status.text()
+    assert train.doctor.buttons == [] and train.tabs.tabText(train.tabs.indexOf(train.doctor)) == "Advice"
     assert window.steps.state("train")[0] is not StepState.DONE  # "A run has finished" was the other project's
     window.shutdown()

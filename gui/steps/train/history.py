@@ -74,8 +74,11 @@ class RunHistory(QWidget):
         top = QWidget()
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
+        # The sentence on a line of its own: beside three buttons it was cut off in a pane of 600 pixels.
+        self.hint.setWordWrap(True)
+        top_layout.addWidget(self.hint)
         bar = QHBoxLayout()
-        bar.addWidget(self.hint, 1)
+        bar.addStretch(1)
         bar.addWidget(self.scratch_button)
         bar.addWidget(self.resume_button)
         bar.addWidget(self.refresh_button)

@@ -452,6 +452,8 @@ class TrainPanel(QWidget):
         self.epoch_bar.setValue(0)
         self.run_bar.setValue(0)
         self.status.setText("Ready.")
+        self.doctor.clear()  # the previous project's advice is not this one's
+        self.tabs.setTabText(self.tabs.indexOf(self.doctor), "Advice")
         self.tabs.setCurrentWidget(self.plots)
 
     def stop(self) -> None:
