@@ -20,7 +20,6 @@ install scripts run with the freshly installed Python. No function here imports 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from engine.files import sha256_of
 from engine.errors import UserError
 from engine.files import atomic_write, atomic_write_json, atomic_write_text
 from engine.paths import resource
@@ -44,7 +44,6 @@ KIT_MANIFEST = "kit.json"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 DESKTOP_ID = "transfer-studio"  # the .desktop file's and the icon's name
 MIME_TYPE = "application/x-transfer-studio-project"
-HASH_CHUNK = 1 << 20
 
 
 class KitError(UserError):
@@ -270,7 +269,7 @@ def _add_weights(spec, target: Path, log: Callable[[str], None]) -> KitWeights:
         arch = arch or _architecture_of(path)
     log(f"Adding {name}" + (f" ({arch})" if arch else " (model unknown: it is registered without one)"))
     atomic_write(target / name, lambda tmp: shutil.copyfile(path, tmp))
-    return KitWeights(name, arch, source, round((target / name).stat().st_size / 2**20, 1), _sha256(target / name))
+    return KitWeights(name, arch, source, round((target / name).stat().st_size / 2**20, 1), sha256_of(target / name))
 
 
 def _architecture_of(path: Path) -> str | None:
@@ -298,13 +297,6 @@ def _architecture_of(path: Path) -> str | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def register_weights(folder: str | os.PathLike, library_dir: str | os.PathLike | None = None) -> list[str]:
     """Import the kit's weights (``weights/weights.json``) into the model library, each checked against its SHA-256
@@ -323,7 +315,7 @@ def register_weights(folder: str | os.PathLike, library_dir: str | os.PathLike |
     lines = []
     for entry in entries:
         path = folder / entry.file
-        if not path.is_file() or _sha256(path) != entry.sha256:
+        if not path.is_file() or sha256_of(path) != entry.sha256:
             raise KitError(f"The weight file {entry.file} of the kit is missing or damaged: copy the kit again.")
         imported = library.import_file(path, entry.architecture)
         lines.append(f"{entry.file} -> {imported.architecture or 'model unknown'} in the model library")

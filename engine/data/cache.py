@@ -30,8 +30,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -39,6 +37,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from engine import diskcache
 from engine.data.images import load_rgb
 from engine.paths import user_cache_dir
 
@@ -47,9 +46,7 @@ __all__ = ["CACHE_ENV", "MAX_MB_ENV", "CachePlan", "ImageCache", "cache_root", "
 CACHE_ENV = "TRANSFER_STUDIO_CACHE"
 MAX_MB_ENV = "TRANSFER_STUDIO_CACHE_MAX_MB"
 DEFAULT_MAX_BYTES = 10 * 2**30
-KEEP_FREE_BYTES = 2**30  # never fill the disk: leave this much free
 FORMAT = 1  # part of every key: a change of the stored format makes old entries unreachable (then trimmed)
-_SUFFIX = ".npy"
 
 
 def cache_root() -> Path:
@@ -136,7 +133,7 @@ class ImageCache:
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
     def entry_path(self, key: str) -> Path:
-        return self.root / key[:2] / (key + _SUFFIX)
+        return diskcache.entry_path(self.root, key)
 
     # -- reading and writing -------------------------------------------------------------------------------------
 
@@ -172,68 +169,29 @@ class ImageCache:
     def _read(self, key: str) -> Image.Image | None:
         entry = self.entry_path(key)
         try:
-            pixels = np.load(entry, mmap_mode="r", allow_pickle=False)
+            pixels = diskcache.read(entry, mmap=True)
+            if pixels is None:
+                return None
             if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
                 raise ValueError("not an RGB picture")
             image = Image.fromarray(np.array(pixels))  # a private copy: the mapping closes with `pixels`
-        except FileNotFoundError:
+        except ValueError:  # cut short (a crash while writing) or damaged: decode again
+            diskcache.drop(entry)
             return None
-        except (OSError, ValueError, EOFError):  # cut short (a crash while writing) or damaged: decode again
-            try:
-                entry.unlink()
-            except OSError:
-                pass
-            return None
-        if key not in self._touched:  # least-recently-used bookkeeping: a use refreshes the entry's time
+        if key not in self._touched:
             self._touched.add(key)
-            try:
-                os.utime(entry)
-            except OSError:
-                pass
+            diskcache.touch(entry)
         return image
 
     def _write(self, key: str, image: Image.Image) -> None:
-        entry = self.entry_path(key)
-        # Written by hand rather than with engine.files.atomic_write: a cache entry needs no fsync (an entry cut
-        # short by a power cut fails its check when read and is decoded again), and fsync per picture is slow.
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=entry.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.asarray(image, dtype=np.uint8), allow_pickle=False)
-                os.replace(tmp, entry)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-        except OSError:
+        if not diskcache.write(self.entry_path(key), np.asarray(image, dtype=np.uint8)):
             self.writable = False  # disk full, read-only folder...: decode as usual from now on
 
     # -- size policy -------------------------------------------------------------------------------------------
 
     def entries(self) -> list[tuple[Path, int, int]]:
         """Every entry as (path, size in bytes, last use in ns)."""
-        found = []
-        try:
-            subfolders = [d for d in os.scandir(self.root) if d.is_dir(follow_symlinks=False)]
-        except OSError:
-            return found
-        for sub in subfolders:
-            try:
-                with os.scandir(sub.path) as it:
-                    for e in it:
-                        if e.name.endswith(_SUFFIX) or e.name.endswith(".tmp"):
-                            try:
-                                st = e.stat(follow_symlinks=False)
-                            except OSError:
-                                continue
-                            found.append((Path(e.path), st.st_size, st.st_mtime_ns))
-            except OSError:
-                continue
-        return found
+        return diskcache.entries(self.root)
 
     def size_bytes(self) -> int:
         return sum(size for _, size, _ in self.entries())
@@ -242,11 +200,7 @@ class ImageCache:
         """Before a run: count what is cached, remove least-recently-used entries the run does not need so that its
         pictures fit under the limit, and allow adding only the pictures that fit."""
         paths = [os.path.abspath(p) for p in paths]
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe.", delete=True)
-            probe.close()
-        except OSError:
+        if not diskcache.writable(self.root):
             self.writable = False
             return CachePlan(len(paths), 0, 0, len(paths), 0, str(self.root), False)
         keys = {p: self.key(p) for p in paths}
@@ -257,27 +211,8 @@ class ImageCache:
         cached = len(paths) - len(missing) - sum(1 for k in keys.values() if not k)
         # A picture at the working size: side x side*4/3 x 3 bytes (a typical 4:3 photo), unless told otherwise.
         each = expected_bytes_each or int(self.side * self.side * 4 / 3 * 3) + 128
-        limit = self.max_bytes
-        try:
-            limit = min(limit, shutil.disk_usage(self.root).free + sum(s for _, s, _ in entries) - KEEP_FREE_BYTES)
-        except OSError:
-            pass
-        used = sum(size for _, size, _ in entries)
-        want = used + each * len(missing)
-        freed = 0
-        if want > limit:
-            # Least recently used first; stale temporary files of crashed writers go first of all.
-            for entry, size, _ in sorted((e for e in entries if e[0].name not in needed),
-                                         key=lambda e: (not e[0].name.endswith(".tmp"), e[2])):
-                if want <= limit:
-                    break
-                try:
-                    entry.unlink()
-                except OSError:
-                    continue
-                freed += size
-                want -= size
-        room = max(0, limit - (used - freed))
+        limit, used, freed = diskcache.make_room(self.root, entries, needed, each * len(missing), self.max_bytes)
+        room = max(0, limit - used)
         fit = min(len(missing), room // each) if each else len(missing)
         self.allowed = frozenset(missing[:fit]) if fit < len(missing) else None
         return CachePlan(len(paths), cached, fit, len(missing) - fit, freed, str(self.root), True)

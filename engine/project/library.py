@@ -10,7 +10,6 @@ pickles with ``weights_only=True``), checked against its architecture when that 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -21,11 +20,11 @@ from pathlib import Path
 
 from engine import files
 from engine.project import runs
+from engine.files import sha256_of
 from engine.errors import ModelError
 from engine.paths import user_data_dir
 
 LIBRARY_FOLDER = "models"
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class ModelLibrary:
         architecture = architecture or _architecture_beside(source)
         if architecture:
             check_fits(architecture, state, source.name)
-        digest = _sha256(source)
+        digest = sha256_of(source)
         for existing in self.imported():
             if existing.sha256 == digest:
                 if architecture and existing.architecture != architecture:
@@ -168,13 +167,6 @@ def _save_safetensors(state: dict, target: Path, architecture: str | None) -> No
     metadata = {"architecture": architecture} if architecture else None
     files.atomic_write(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _architecture_beside(path: Path) -> str | None:

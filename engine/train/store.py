@@ -32,8 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,6 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from engine import diskcache
 from engine.paths import user_cache_dir
 
 __all__ = ["FROZEN_ENV", "FROZEN_MAX_MB_ENV", "FrozenStore", "StorePlan", "picture_key", "prefix_identity",
@@ -49,9 +48,8 @@ __all__ = ["FROZEN_ENV", "FROZEN_MAX_MB_ENV", "FrozenStore", "StorePlan", "pictu
 FROZEN_ENV = "TRANSFER_STUDIO_FROZEN_CACHE"
 FROZEN_MAX_MB_ENV = "TRANSFER_STUDIO_FROZEN_CACHE_MAX_MB"
 DEFAULT_MAX_BYTES = 5 * 2**30
-KEEP_FREE_BYTES = 2**30
 FORMAT = 1  # part of every key: a change of the stored layout makes old entries unreachable (then trimmed)
-_SUFFIX = ".npy"
+_SUFFIX = diskcache.SUFFIX
 
 
 def store_root() -> Path:
@@ -158,7 +156,7 @@ class FrozenStore:
         return None if picture is None else _digest(f"{self.namespace}|{view}|{picture}")[:40]
 
     def entry_path(self, key: str) -> Path:
-        return self.root / key[:2] / (key + _SUFFIX)
+        return diskcache.entry_path(self.root, key)
 
     # -- reading and writing -------------------------------------------------------------------------------------
 
@@ -166,43 +164,23 @@ class FrozenStore:
         """The stored output, or None when it is missing or damaged (a damaged entry is removed)."""
         entry = self.entry_path(key)
         try:
-            raw = np.load(entry, allow_pickle=False)
+            raw = diskcache.read(entry)
+            if raw is None:
+                return None
             if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size != self.nbytes:
                 raise ValueError("not an output of this frozen part")
-        except FileNotFoundError:
+        except ValueError:
+            diskcache.drop(entry)
             return None
-        except (OSError, ValueError, EOFError):
-            try:
-                entry.unlink()
-            except OSError:
-                pass
-            return None
-        try:
-            os.utime(entry)  # least-recently-used bookkeeping
-        except OSError:
-            pass
+        diskcache.touch(entry)
         return torch.from_numpy(raw).view(self.dtype).reshape(self.shape)
 
     def put(self, key: str | None, output: torch.Tensor) -> None:
         """Store one picture's output (a CPU tensor of this store's shape and type), when there is room."""
         if key is None or not self.writable or (self.room is not None and self.room <= 0):
             return
-        entry = self.entry_path(key)
         raw = output.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=entry.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, raw, allow_pickle=False)
-                os.replace(tmp, entry)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-        except OSError:
+        if not diskcache.write(self.entry_path(key), raw):
             self.writable = False  # disk full, read-only folder...: compute as before from now on
             return
         if self.room is not None:
@@ -212,33 +190,12 @@ class FrozenStore:
 
     def entries(self) -> list[tuple[Path, int, int]]:
         """Every entry (of any frozen part) as (path, size in bytes, last use in ns)."""
-        found = []
-        try:
-            subfolders = [d for d in os.scandir(self.root) if d.is_dir(follow_symlinks=False)]
-        except OSError:
-            return found
-        for sub in subfolders:
-            try:
-                with os.scandir(sub.path) as it:
-                    for e in it:
-                        if e.name.endswith(_SUFFIX) or e.name.endswith(".tmp"):
-                            try:
-                                st = e.stat(follow_symlinks=False)
-                            except OSError:
-                                continue
-                            found.append((Path(e.path), st.st_size, st.st_mtime_ns))
-            except OSError:
-                continue
-        return found
+        return diskcache.entries(self.root)
 
     def prepare(self, keys: Sequence[str | None]) -> StorePlan:
         """Before a pass: count the stored outputs, remove least-recently-used entries the run does not need so that
         the missing ones fit under the limit, and allow adding only as many as fit."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe.", delete=True)
-            probe.close()
-        except OSError:
+        if not diskcache.writable(self.root):
             self.writable = False
             return StorePlan(len(keys), 0, 0, len(keys), str(self.root), False)
         needed = {k + _SUFFIX for k in keys if k}
@@ -246,24 +203,7 @@ class FrozenStore:
         present = {e.name for e, _, _ in entries}
         missing = sum(1 for k in keys if not k or k + _SUFFIX not in present)
         each = self.nbytes + 128  # the .npy header
-        limit = self.max_bytes
-        try:
-            limit = min(limit, shutil.disk_usage(self.root).free + sum(s for _, s, _ in entries) - KEEP_FREE_BYTES)
-        except OSError:
-            pass
-        used = sum(size for _, size, _ in entries)
-        want = used + each * missing
-        if want > limit:
-            for entry, size, _ in sorted((e for e in entries if e[0].name not in needed),
-                                         key=lambda e: (not e[0].name.endswith(".tmp"), e[2])):
-                if want <= limit:
-                    break
-                try:
-                    entry.unlink()
-                except OSError:
-                    continue
-                want -= size
-                used -= size
+        limit, used, _ = diskcache.make_room(self.root, entries, needed, each * missing, self.max_bytes)
         room = max(0, limit - used) // each
         self.room = None if room >= missing else int(room)
         fit = min(missing, room)
