@@ -503,7 +503,9 @@ class TrainPanel(QWidget):
                                     f"loss {event.loss:.3f}")
         elif isinstance(event, ev.Preparing):  # work before the first epoch (the frozen layers' outputs), its own bar
             text = preparing_text(event)
-            self.epoch_bar.setFormat(text.replace("%", "%%"))
+            # The bar holds the counts (the whole sentence wrapped over two lines in it); the line below says what.
+            short = text.replace(f"Preparing: {event.what} \u2014 ", "Preparing: ", 1)
+            self.epoch_bar.setFormat(short.replace("%", "%%"))
             self.epoch_bar.setValue(round(100 * event.done / max(event.total, 1)))
             if not self.controller.paused:
                 self.status.setText(text)
