@@ -40,6 +40,7 @@ _ICONS = {
     "cancel": ("mdi6.close", None),
     "recent": ("mdi6.file-document-outline", None),
     "help": ("mdi6.help-circle-outline", None),
+    "review": ("mdi6.stethoscope", None),
     # steps
     "step-data": ("mdi6.image-multiple-outline", None),
     "step-model": ("mdi6.cube-outline", None),

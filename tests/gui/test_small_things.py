@@ -132,3 +132,12 @@ def test_start_is_disabled_while_the_train_step_is_blocked(qtbot, tmp_path, tiny
         assert panel.start_button.isEnabled() and ABSENT not in panel.start_button.toolTip()
     finally:
         window.shutdown()
+
+
+def test_file_names_sort_as_a_file_manager_sorts_them():
+    """'apple-2.png' before 'apple-10.png' (the grid showed 0, 1, 10, 11, ..., 19, 2)."""
+    from gui.steps.data.picture_model import natural_key
+
+    names = ["apple-10.png", "apple-2.png", "apple-1.png", "Apple-3.png", "apple.png", "apple-2b.png"]
+    assert sorted(names, key=natural_key) == ["apple-1.png", "apple-2.png", "apple-2b.png", "Apple-3.png",
+                                              "apple-10.png", "apple.png"]

@@ -94,7 +94,7 @@ class DataPage(QWidget):
         self.rescan.setToolTip("Look at the folder again, after you added, removed or fixed pictures.")
         self.rescan.clicked.connect(self.start_scan)
         self.review_button = QPushButton("Review...")
-        self.review_button.setIcon(style.icon("warning"))
+        self.review_button.setIcon(style.icon("review"))  # not a warning: nothing was found before a review ran
         self.review_button.setToolTip("Look for likely wrong labels, copies (also between training and validation) "
                                       "and suspicious pictures, and decide what to do with each.")
         self.review_button.clicked.connect(self.show_review)

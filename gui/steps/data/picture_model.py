@@ -11,6 +11,7 @@ from __future__ import annotations
 from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 import os
+import re
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
@@ -33,7 +34,14 @@ def display_order(index: DatasetIndex) -> list[int]:
     rank = {name: i for i, name in enumerate(SPLITS)}
     samples = index.samples
     return sorted(range(len(samples)), key=lambda i: (rank.get(samples[i].split, len(rank)), samples[i].label,
-                                                      os.path.basename(samples[i].path).lower(), samples[i].path))
+                                                      natural_key(os.path.basename(samples[i].path)), samples[i].path))
+
+
+def natural_key(name: str) -> list:
+    """'img-2.png' before 'img-10.png', as a file manager sorts them: digit runs compare as numbers. The pieces
+    alternate text and number, so two keys always compare text with text and number with number."""
+    parts = re.split(r"(\d+)", name.lower())
+    return [int(part) if i % 2 else part for i, part in enumerate(parts)]
 
 
 class PictureListModel(QAbstractListModel):
