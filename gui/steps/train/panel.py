@@ -362,17 +362,14 @@ class TrainPanel(QWidget):
         config = self.config()
         if config is None or self.running:
             return
-        self.plots.reset()
-        self.plots.start()
-        self.log.clear()
-        self.run_dir = None
-        self.last_result = None
-        self.epoch_bar.setFormat(EPOCH_FORMAT)
-        self.epoch_bar.setValue(0)
+        self._launch(config, "Starting: reading the pictures and preparing the model ...")
+
+    def _launch(self, config: RunConfig, status: str) -> None:
+        """Train ``config`` on the training thread, the live view cleared for it (Start, and the scratch
+        comparison)."""
+        self._clear_view(status)
         self._set_run_range(config.total_epochs)
-        self.run_bar.setValue(0)
-        self.status.setText("Starting: reading the pictures and preparing the model ...")
-        self.tabs.setCurrentWidget(self.plots)
+        self.plots.start()
         dataset = self.dataset
         if dataset is not None and Path(dataset.root).resolve() != Path(config.data.source).resolve():
             dataset = None  # another folder than the one scanned: the engine scans it itself
@@ -410,23 +407,8 @@ class TrainPanel(QWidget):
         except UserError as exc:
             self.status.setText(str(exc))
             return
-        self.plots.reset()
-        self.plots.start()
-        self.log.clear()
-        self.run_dir = None
-        self.last_result = None
-        self.epoch_bar.setFormat(EPOCH_FORMAT)
-        self.epoch_bar.setValue(0)
-        self._set_run_range(config.total_epochs)
-        self.run_bar.setValue(0)
-        self.status.setText(f"Training {Path(run_dir).name} again from random weights, with the same budget ...")
-        self.tabs.setCurrentWidget(self.plots)
-        dataset = self.dataset
-        if dataset is not None and Path(dataset.root).resolve() != Path(config.data.source).resolve():
-            dataset = None
         self.scratch_for = run_dir
-        self.controller.start(config, dataset)
-        self._update_buttons()
+        self._launch(config, f"Training {Path(run_dir).name} again from random weights, with the same budget ...")
 
     def toggle_pause(self) -> None:
         if self.controller.paused:
@@ -444,6 +426,12 @@ class TrainPanel(QWidget):
         curves, log, progress, the finished run. A run still training keeps its live view."""
         if self.running:
             return
+        self._clear_view("Ready.")
+        self.doctor.clear()  # the previous project's advice is not this one's
+        self.tabs.setTabText(self.tabs.indexOf(self.doctor), "Advice")
+
+    def _clear_view(self, status: str) -> None:
+        """Curves, log, progress and the finished run gone; ``status`` said; the live curves on show."""
         self.plots.reset()
         self.log.clear()
         self.run_dir = None
@@ -451,9 +439,7 @@ class TrainPanel(QWidget):
         self.epoch_bar.setFormat(EPOCH_FORMAT)
         self.epoch_bar.setValue(0)
         self.run_bar.setValue(0)
-        self.status.setText("Ready.")
-        self.doctor.clear()  # the previous project's advice is not this one's
-        self.tabs.setTabText(self.tabs.indexOf(self.doctor), "Advice")
+        self.status.setText(status)
         self.tabs.setCurrentWidget(self.plots)
 
     def stop(self) -> None:
