@@ -22,6 +22,16 @@ SUFFIX = ".npy"
 Entry = tuple[Path, int, int]  # path, size in bytes, last use in ns
 
 
+def max_bytes_from_env(name: str, default: int) -> int:
+    """A size limit given in MB by the environment variable ``name`` (``default`` bytes when unset or not a
+    number)."""
+    value = os.environ.get(name, "")
+    try:
+        return max(0, int(float(value) * 2**20)) if value else default
+    except ValueError:
+        return default
+
+
 def entry_path(root: Path, key: str) -> Path:
     return root / key[:2] / (key + SUFFIX)
 

@@ -57,14 +57,6 @@ def cache_root() -> Path:
     return user_cache_dir() / "images"
 
 
-def max_bytes_setting() -> int:
-    value = os.environ.get(MAX_MB_ENV, "")
-    try:
-        return max(0, int(float(value) * 2**20)) if value else DEFAULT_MAX_BYTES
-    except ValueError:
-        return DEFAULT_MAX_BYTES
-
-
 def working_side(data_config: dict) -> int:
     """The shorter side a picture is resized to before the centre crop: ``floor(crop / crop_pct)``, as timm's
     evaluation transform computes it (256 for a 224 crop at 0.875)."""
@@ -104,7 +96,9 @@ class ImageCache:
         self.side = int(side)
         self.interpolation = str(interpolation)
         self.root = Path(root) if root is not None else cache_root()
-        self.max_bytes = max_bytes_setting() if max_bytes is None else int(max_bytes)
+        if max_bytes is None:
+            max_bytes = diskcache.max_bytes_from_env(MAX_MB_ENV, DEFAULT_MAX_BYTES)
+        self.max_bytes = int(max_bytes)
         self.writable = True
         # When set, only these paths may be added (the run's pictures that fit under the size limit).
         self.allowed: frozenset[str] | None = None

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from engine import diskcache
+from engine.data.cache import CACHE_ENV
 from engine.paths import user_cache_dir
 
 __all__ = ["FROZEN_ENV", "FROZEN_MAX_MB_ENV", "FrozenStore", "StorePlan", "picture_key", "prefix_identity",
@@ -56,18 +57,10 @@ def store_root() -> Path:
     override = os.environ.get(FROZEN_ENV)
     if override:
         return Path(override).expanduser()
-    pictures = os.environ.get("TRANSFER_STUDIO_CACHE")  # engine.data.cache.CACHE_ENV: keep both caches together
+    pictures = os.environ.get(CACHE_ENV)  # the picture cache moved: keep both caches together
     if pictures:
         return Path(pictures).expanduser() / "frozen"
     return user_cache_dir() / "frozen"
-
-
-def _max_bytes_setting() -> int:
-    value = os.environ.get(FROZEN_MAX_MB_ENV, "")
-    try:
-        return max(0, int(float(value) * 2**20)) if value else DEFAULT_MAX_BYTES
-    except ValueError:
-        return DEFAULT_MAX_BYTES
 
 
 def _digest(text: str) -> str:
@@ -147,7 +140,9 @@ class FrozenStore:
         self.dtype = getattr(torch, str(namespace["output_dtype"]).replace("torch.", ""))
         self.nbytes = int(np.prod(self.shape)) * torch.empty((), dtype=self.dtype).element_size()
         self.root = Path(root) if root is not None else store_root()
-        self.max_bytes = _max_bytes_setting() if max_bytes is None else int(max_bytes)
+        if max_bytes is None:
+            max_bytes = diskcache.max_bytes_from_env(FROZEN_MAX_MB_ENV, DEFAULT_MAX_BYTES)
+        self.max_bytes = int(max_bytes)
         self.writable = True
         self.room = None  # entries that may still be added (None: no limit); set by prepare()
 
