@@ -63,6 +63,13 @@ def main() -> int:
         "--collect-data", "onnxscript", "--collect-submodules", "onnxscript", "--collect-data", "onnx_ir",
         "--copy-metadata", "torch", "--copy-metadata", "timm", "--copy-metadata", "torchvision",
         "--copy-metadata", "huggingface_hub", "--copy-metadata", "safetensors",
+        # The app's own version (`check` reads it from the installed metadata; without it, it says "source checkout").
+        "--copy-metadata", "transfer-studio",
+        # Lab formats: pydicom finds its pixel-data plugins (pylibjpeg's JPEG and JPEG 2000 decoders) through their
+        # entry points, which live in the packages' metadata; OpenSlide's library ships in the openslide_bin package.
+        "--collect-submodules", "pydicom", "--copy-metadata", "pylibjpeg", "--copy-metadata", "pylibjpeg-libjpeg",
+        "--copy-metadata", "pylibjpeg-openjpeg", "--collect-all", "pylibjpeg", "--collect-all", "libjpeg",
+        "--collect-all", "openjpeg", "--collect-all", "openslide_bin", "--collect-submodules", "imagecodecs",
         "--exclude-module", "tkinter", "--exclude-module", "pytest", "--exclude-module", "IPython",
     ]
     # torchvision's operator libraries (0.29: _C_stable.so and image_stable.so; before: _C.so, image.so) are loaded
