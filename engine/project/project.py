@@ -44,6 +44,7 @@ from engine.config import (DataConfig, ModelConfig, RunConfig, from_dict, resolv
                            to_dict, toml_problem)
 from engine.errors import ConfigError
 from engine.paths import user_data_dir
+from engine.project.starting import starting_model
 
 __all__ = [
     "DRAFT_NAME",
@@ -129,7 +130,7 @@ def new_project(dataset: str | os.PathLike = "", *, name: str = "", data_dir: st
     dataset = str(Path(dataset).expanduser().resolve()) if str(dataset) else ""
     label = (Path(dataset).stem if Path(dataset).suffix.lower() == ".csv" else Path(dataset).name) if dataset else ""
     name = name or label or UNTITLED
-    base = config or RunConfig(data=DataConfig(), model=ModelConfig())
+    base = config or RunConfig(data=DataConfig(), model=starting_model())
     base = dataclasses.replace(base, data=dataclasses.replace(base.data, source=dataset),
                                out=str(_new_unsaved_runs(data_dir, name)))
     return Project(name=name, config=base, path=None)
