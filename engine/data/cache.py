@@ -10,7 +10,9 @@ as they are (never enlarged).
 
 Entries are keyed by (absolute path, working size, interpolation, modification time in ns, file size): a file that is
 changed, replaced or touched gets a new key and is decoded again; the stale entry is never read and is removed by
-the size policy below.
+the size policy below. Lab pictures (DICOM, 16-bit and float TIFF, slides' tiles: engine.data.formats) add the data
+settings to their key -- another window, stretch or channel choice is another picture -- and a tile or frame is
+keyed by its own name and its file's time and size.
 
 Where: ``engine.paths.user_cache_dir()/images``, or the folder in ``$TRANSFER_STUDIO_CACHE``.
 
@@ -38,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from engine import diskcache
+from engine.data import formats as _formats
 from engine.data.images import load_rgb
 from engine.paths import user_cache_dir
 
@@ -47,6 +50,9 @@ CACHE_ENV = "TRANSFER_STUDIO_CACHE"
 MAX_MB_ENV = "TRANSFER_STUDIO_CACHE_MAX_MB"
 DEFAULT_MAX_BYTES = 10 * 2**30
 FORMAT = 1  # part of every key: a change of the stored format makes old entries unreachable (then trimmed)
+
+
+_ORDINARY_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # keyed exactly as before
 
 
 def cache_root() -> Path:
@@ -92,8 +98,10 @@ class ImageCache:
     """Decoded, resized pictures on disk. Cheap to pickle: data-loader workers each get a copy."""
 
     def __init__(self, side: int, interpolation: str = "bilinear", root: str | os.PathLike | None = None,
-                 max_bytes: int | None = None):
+                 max_bytes: int | None = None, formats: "_formats.FormatSettings | None" = None):
         self.side = int(side)
+        # How lab pictures are read (the process's active settings unless given): part of their keys.
+        self.formats = formats or _formats.active()
         self.interpolation = str(interpolation)
         self.root = Path(root) if root is not None else cache_root()
         if max_bytes is None:
@@ -107,7 +115,9 @@ class ImageCache:
     @classmethod
     def for_data_config(cls, data_config: dict, root: str | os.PathLike | None = None,
                         max_bytes: int | None = None) -> "ImageCache":
-        return cls(working_side(data_config), data_config.get("interpolation", "bilinear"), root, max_bytes)
+        stored = data_config.get("formats")  # a trained model's own settings (engine.models.build.adapt_to_data)
+        settings = _formats.FormatSettings.from_dict(stored) if stored else None
+        return cls(working_side(data_config), data_config.get("interpolation", "bilinear"), root, max_bytes, settings)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -120,10 +130,14 @@ class ImageCache:
         """The entry name for the file as it is now; None when the file cannot be found."""
         try:
             absolute = os.path.abspath(path)
-            st = os.stat(absolute)
+            text_path = os.fspath(path)
+            lab = not text_path.lower().endswith(_ORDINARY_SUFFIXES)
+            st = os.stat(_formats.real_path(absolute) if lab else absolute)
         except OSError:
             return None
         text = f"{FORMAT}|{absolute}|{self.side}|{self.interpolation}|{st.st_mtime_ns}|{st.st_size}"
+        if lab:
+            text += f"|{self.formats.key()}"
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
     def entry_path(self, key: str) -> Path:
@@ -131,21 +145,25 @@ class ImageCache:
 
     # -- reading and writing -------------------------------------------------------------------------------------
 
-    def get(self, path: str | os.PathLike) -> Image.Image | None:
+    def get(self, path: str | os.PathLike) -> "Image.Image | np.ndarray | None":
         """The cached picture, or None when it is not cached (or its entry is damaged)."""
         key = self.key(path)
         return None if key is None else self._read(key)
 
-    def load(self, path: str | os.PathLike) -> Image.Image:
+    def load(self, path: str | os.PathLike) -> "Image.Image | np.ndarray":
         """The picture at the working size: from the cache, or decoded, resized and added to the cache.
 
-        Raises :class:`engine.data.images.ImageError` like ``load_rgb`` when the file cannot be used."""
+        Raises :class:`engine.data.images.ImageError` like ``load_rgb`` when the file cannot be used. With the
+        channels setting "all", an HxWxC uint8 array with every channel (engine.data.formats.open_array)."""
         key = self.key(path)
         if key is not None:
             image = self._read(key)
             if image is not None:
                 return image
-        image = self.resize(load_rgb(path, draft_size=(self.side, self.side)))
+        if self.formats.all_channels:
+            image = self.resize_array(_formats.open_array(path, self.formats, draft_size=(self.side, self.side)))
+        else:
+            image = self.resize(load_rgb(path, draft_size=(self.side, self.side), settings=self.formats))
         if key is not None and self.writable and (self.allowed is None or os.path.abspath(path) in self.allowed):
             self._write(key, image)
         return image
@@ -160,15 +178,32 @@ class ImageCache:
 
         return TF.resize(image, self.side, interpolation=str_to_interp_mode(self.interpolation))
 
-    def _read(self, key: str) -> Image.Image | None:
+    def resize_array(self, pixels: np.ndarray) -> np.ndarray:
+        """``resize`` for an HxWxC array of any number of channels (torchvision's tensor resize, antialiased)."""
+        if min(pixels.shape[:2]) <= self.side:
+            return pixels
+        import torch
+        from timm.data.transforms import str_to_interp_mode
+        from torchvision.transforms import functional as TF
+
+        t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+        t = TF.resize(t, self.side, interpolation=str_to_interp_mode(self.interpolation), antialias=True)
+        return t.permute(1, 2, 0).contiguous().numpy()
+
+    def _read(self, key: str) -> "Image.Image | np.ndarray | None":
         entry = self.entry_path(key)
         try:
             pixels = diskcache.read(entry, mmap=True)
             if pixels is None:
                 return None
-            if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-                raise ValueError("not an RGB picture")
-            image = Image.fromarray(np.array(pixels))  # a private copy: the mapping closes with `pixels`
+            if self.formats.all_channels:  # every channel: the array itself (any number of channels)
+                if pixels.dtype != np.uint8 or pixels.ndim != 3:
+                    raise ValueError("not a picture")
+                image = np.array(pixels)
+            else:
+                if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+                    raise ValueError("not an RGB picture")
+                image = Image.fromarray(np.array(pixels))  # a private copy: the mapping closes with `pixels`
         except ValueError:  # cut short (a crash while writing) or damaged: decode again
             diskcache.drop(entry)
             return None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from engine.data import formats as _formats
 from engine.data.images import ImageError, load_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,15 +37,82 @@ def build_transforms(data_config: dict, augment: str, *, uint8: bool = False):
     you got with :func:`outputs_uint8`."""
     from timm.data import create_transform
 
+    prefetch = uint8 and not AUGMENT_PRESETS.get(augment, {}).get("re_prob")
+    if all_channels(data_config):  # lab pictures with every channel into the model: arrays, not RGB pictures
+        eval_tf = ArrayTransform(data_config, None, prefetch)
+        return (eval_tf if augment == "none" else ArrayTransform(data_config, AUGMENT_PRESETS[augment], prefetch),
+                eval_tf)
     common = {"input_size": tuple(data_config["input_size"]), "interpolation": data_config["interpolation"],
               "mean": tuple(data_config["mean"]), "std": tuple(data_config["std"])}
-    prefetch = uint8 and not AUGMENT_PRESETS.get(augment, {}).get("re_prob")
     eval_tf = create_transform(**common, is_training=False, crop_pct=data_config.get("crop_pct"),
                                crop_mode=data_config.get("crop_mode", "center"), use_prefetcher=prefetch)
     if augment == "none":
         return eval_tf, eval_tf
     train_tf = create_transform(**common, is_training=True, use_prefetcher=prefetch, **AUGMENT_PRESETS[augment])
     return train_tf, eval_tf
+
+
+def all_channels(data_config: dict) -> bool:
+    """Whether a model takes every channel of its pictures (the data setting channels = "all"): its pictures are
+    HxWxC arrays (engine.data.formats.open_array), not RGB pictures."""
+    stored = data_config.get("formats") or {}
+    return str(stored.get("channels", "")).strip().lower() == "all"
+
+
+def load_picture(path, *, draft_size: tuple[int, int] | None = None, settings=None):
+    """The picture a model's transform takes: an RGB picture (load_rgb), or with the channels setting "all" an HxWxC
+    uint8 array with every channel. Raises ImageError."""
+    settings = settings or _formats.active()
+    if settings.all_channels:
+        return _formats.open_array(path, settings, draft_size=draft_size)
+    return load_rgb(path, draft_size=draft_size, settings=settings)
+
+
+class ArrayTransform:
+    """The model's transform for HxWxC uint8 arrays of any number of channels (channels = "all"), with torchvision's
+    tensor operations: evaluation resizes the shorter side to the working size and centre-crops, as timm's transform
+    does for RGB pictures; training takes a random resized crop (the preset's scale) and a horizontal flip. Colour
+    jitter and RandAugment are for RGB photos and are not applied to other channels. Ends at 8-bit tensors when
+    ``uint8`` (normalised by batch: BatchNormalize), else normalised with the data config's mean and std."""
+
+    def __init__(self, data_config: dict, preset: dict | None, uint8: bool):
+        from engine.data.cache import working_side
+
+        self.crop = int(tuple(data_config["input_size"])[-1])
+        self.side = working_side(data_config)
+        self.interpolation = str(data_config.get("interpolation", "bilinear"))
+        self.preset = preset
+        self.uint8 = uint8
+        self.mean = torch.tensor(tuple(data_config["mean"]), dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(tuple(data_config["std"]), dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, pixels) -> torch.Tensor:
+        import numpy as np
+        from timm.data.transforms import str_to_interp_mode
+        from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms import functional as TF
+
+        mode = str_to_interp_mode(self.interpolation)
+        array = np.asarray(pixels)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.shape[2] != self.mean.shape[0]:
+            n = array.shape[2]
+            raise ImageError(f"The picture has {n} channel{'s' if n != 1 else ''}; the model takes "
+                             f"{self.mean.shape[0]} (it was trained on every channel of its pictures).")
+        t = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        if self.preset is None:
+            t = TF.center_crop(TF.resize(t, self.side, interpolation=mode, antialias=True), [self.crop, self.crop])
+        else:
+            scale = self.preset.get("scale", (0.08, 1.0))
+            i, j, h, w = RandomResizedCrop.get_params(t, scale=list(scale), ratio=[3 / 4, 4 / 3])
+            t = TF.resized_crop(t, i, j, h, w, [self.crop, self.crop], interpolation=mode, antialias=True)
+            if torch.rand(1).item() < self.preset.get("hflip", 0.5):
+                t = TF.hflip(t)
+        t = t.contiguous()
+        if self.uint8:
+            return t
+        return (t.float() / 255.0 - self.mean) / self.std
 
 
 def outputs_uint8(augment: str, uint8: bool = True) -> bool:
@@ -89,6 +157,8 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.draft = draft
         self.cache = cache
+        # How lab pictures are read, fixed when the dataset is made (loader processes get this copy).
+        self.formats = cache.formats if cache is not None else _formats.active()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -100,7 +170,7 @@ class ImageDataset(Dataset):
                 if self.cache is not None:
                     image = self.cache.load(self.paths[i])
                 else:
-                    image = load_rgb(self.paths[i], draft_size=self.draft)
+                    image = load_picture(self.paths[i], draft_size=self.draft, settings=self.formats)
             except ImageError:
                 continue
             return self.transform(image), self.labels[i]

@@ -15,6 +15,7 @@ pictures that cannot be decoded are reported in the health report and left out o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import random
 import threading
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from engine.errors import UserError
-from engine.data.images import check_image, is_image_path
+from engine.data import formats as _formats
+from engine.data.formats import FormatSettings, Inspection
+from engine.data.images import is_image_path
 
 __all__ = [
     "SPLITS",
@@ -136,6 +139,9 @@ class DatasetIndex:
     split_source: str  # "folders": validation pictures given by the data; "random": seeded stratified split
     own_split: bool = False  # the data gives validation pictures (train/ val/ folders, a CSV's split column), whether
     # or not they were used (split="random" pools them)
+    # What was read (format_summary): {"files": {"JPEG": 10, "DICOM": 4, ...}, "slides": {...}, "settings": {...}};
+    # never a tag of a file (no patient data).
+    formats: dict[str, Any] = field(default_factory=dict)
 
     def split(self, name: str) -> list[Sample]:
         """The samples of one split ("train", "val" or "test"), in path order."""
@@ -159,6 +165,8 @@ class DatasetIndex:
             "totals": {name: sum(per_class.values()) for name, per_class in counts.items()},
             "health": self.health.to_dict(),
         }
+        if self.formats:
+            summary["formats"] = self.formats
         if with_samples:
             summary["samples"] = [
                 {"path": s.path, "label": s.label, "class": self.classes[s.label], "split": s.split}
@@ -180,6 +188,7 @@ def scan(
     stop: threading.Event | None = None,
     exclude: Iterable[str] = (),
     relabel: Mapping[str, str] | None = None,
+    formats: Any = None,
 ) -> DatasetIndex:
     """Index a dataset folder or CSV file; raise DataError when it cannot be used.
 
@@ -189,7 +198,13 @@ def scan(
     own split (train/ val/ folders, a CSV's split column) when it has one; ``split="random"`` pools every picture and
     draws the split, class by class. ``exclude`` and ``relabel`` are the user's review decisions (see
     :func:`apply_overrides`), applied after the split is drawn.
+
+    ``formats`` (a DataConfig or engine.data.formats.FormatSettings; None: the process's active settings) says how
+    lab pictures are read: slides become their tissue tiles and multi-frame DICOMs read with every frame become their
+    frames, all pictures of one file in the same split. The settings (the dataset's contrast range resolved) become
+    the process's active ones, so that every view of a picture matches what the model sees.
     """
+    settings = _settings_of(formats)
     if split not in ("auto", "random"):
         raise DataError(f"Unknown split '{split}': choose auto (the data's own split when it has one) or random.")
     if not _valid_fractions(val_fraction, test_fraction):
@@ -214,17 +229,32 @@ def scan(
 
     candidates = sorted(listing.candidates)
     paths = [c.path for c in candidates]
-    reasons = _verify(paths, workers, on_progress, stop) if verify else [None] * len(paths)
+    inspections = _verify(paths, workers, on_progress, stop, settings, verify)
+    reasons = [found.reason for found in inspections]
     readable = [c for c, reason in zip(candidates, reasons, strict=True) if reason is None]
     problems = listing.problems + [
         Problem(c.path, r) for c, r in zip(candidates, reasons, strict=True) if r is not None
     ]
+    channels = None
+    if settings.all_channels:  # every channel into the model: every picture must have as many
+        readable, odd, channels = _same_channels(readable, settings)
+        problems += odd
     problems.sort(key=lambda problem: problem.path)
 
     classes = sorted({c.class_name for c in readable})
     if len(classes) < 2:
         raise DataError(_too_few_classes(root, listing, classes, problems))
     samples, split_source = _assign_splits(readable, classes, val_fraction, test_fraction, seed, split)
+    # A file that gives several pictures (a slide's tiles, a DICOM's frames) gives them all to its own split.
+    parts = {c.path: found.parts for c, found in zip(candidates, inspections, strict=True)
+             if found.reason is None and found.parts is not None}
+    if parts:
+        samples = [Sample(part, s.label, s.split) for s in samples for part in (parts.get(s.path) or (s.path,))]
+    if settings.stretch == "dataset":
+        settings = dataclasses.replace(settings, stretch_range=_formats.dataset_range([s.path for s in samples],
+                                                                                    settings))
+    _formats.activate(settings)
+    read = [found for found, reason in zip(inspections, reasons, strict=True) if reason is None]
 
     advice = class_advice(count_samples(samples, classes), split_source)
     advice += [
@@ -242,8 +272,88 @@ def scan(
         )
     health = HealthReport(unreadable=problems, ignored=listing.ignored, advice=advice)
     own = any(c.split == "val" for c in readable)
-    index = DatasetIndex(str(root), listing.layout, classes, samples, health, split_source, own)
+    index = DatasetIndex(str(root), listing.layout, classes, samples, health, split_source, own,
+                         format_summary(read, settings, channels))
     return apply_overrides(index, exclude, relabel)
+
+
+def _settings_of(formats: Any) -> FormatSettings:
+    if formats is None:
+        return _formats.active()
+    if isinstance(formats, FormatSettings):
+        return formats
+    return FormatSettings.from_data(formats)
+
+
+def _same_channels(readable: list[_Candidate], settings: FormatSettings
+                   ) -> tuple[list[_Candidate], list[Problem], int | None]:
+    """The pictures with the most common number of channels, the others as problems, and that number."""
+    counts = {c.path: _formats.channel_count(c.path, settings) for c in readable}
+    known = [n for n in counts.values() if n]
+    if not known:
+        return readable, [], None
+    common = max(sorted(set(known)), key=known.count)
+    kept = [c for c in readable if counts[c.path] == common]
+    odd = [Problem(c.path, f"The picture has {counts[c.path] or 'another number of'} channel"
+                           f"{'s' if counts[c.path] != 1 else ''}, but most pictures have {common}: with every "
+                           "channel going into the model (channels = all), all pictures need the same channels.")
+           for c in readable if counts[c.path] != common]
+    return kept, odd, common
+
+
+def format_summary(read: Sequence[Inspection], settings: FormatSettings, channels: int | None = None
+                   ) -> dict[str, Any]:
+    """How many files of each format were read, the slides' tiles, and the settings when lab pictures were read
+    (empty for a folder of ordinary pictures read with the default settings: nothing to say); with the channels
+    setting "all", the number of channels every picture gives the model."""
+    files = _formats.summary(found.label for found in read)
+    lab = any(found.label not in _ORDINARY_LABELS for found in read)
+    if not lab and settings == FormatSettings():
+        return {"files": files} if files else {}
+    out: dict[str, Any] = {"files": files, "settings": settings.to_dict()}
+    if channels is not None:
+        out["channels"] = channels
+    slides = [found for found in read if found.label == "slide"]
+    if slides:
+        out["slides"] = {"slides": len(slides), "tiles": sum(len(found.parts or ()) for found in slides),
+                         "background": sum(found.background for found in slides)}
+    frames = [found for found in read if found.parts is not None and found.label != "slide"]
+    if frames:
+        out["frames"] = {"files": len(frames), "pictures": sum(len(found.parts or ()) for found in frames)}
+    return out
+
+
+_ORDINARY_LABELS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WebP", "TIFF"})
+
+
+def format_lines(index: DatasetIndex) -> list[str]:
+    """The scan's lines on what was read and with which settings (the command line prints them)."""
+    info = index.formats or {}
+    files = info.get("files") or {}
+    if not files:
+        return []
+    total = sum(files.values())
+    lines = [f"Read {_plural(total, 'file')}: "
+             + ", ".join(_plural(n, label) if label == "slide" else f"{n} {label}" for label, n in files.items()) + "."]
+    slides = info.get("slides")
+    if slides:
+        lines.append(f"{_plural(slides['slides'], 'slide')} cut into {_plural(slides['tiles'], 'tile')} "
+                     f"({slides['background']} background {'tile' if slides['background'] == 1 else 'tiles'} "
+                     "skipped); each tile has its slide's class and split.")
+    frames = info.get("frames")
+    if frames:
+        lines.append(f"{_plural(frames['files'], 'multi-frame DICOM')} gave {_plural(frames['pictures'], 'picture')}"
+                     " (one per frame).")
+    if "settings" in info:
+        settings = FormatSettings.from_dict(info["settings"])
+        lines.append(f"Settings: {settings.words()}.")
+        if info.get("channels"):
+            lines.append(f"Every picture gives the model {_plural(info['channels'], 'channel')}: its first layer is "
+                         "adapted to take them.")
+        if settings.stretch == "dataset" and settings.stretch_range:
+            ranges = "; ".join(f"{lo:.4g} to {hi:.4g}" for lo, hi in settings.stretch_range)
+            lines.append(f"The dataset's contrast range: {ranges}.")
+    return lines
 
 
 # Advice that follows from the pictures per split and class (computed again when overrides change them).
@@ -320,7 +430,7 @@ def apply_overrides(index: DatasetIndex, exclude: Iterable[str] = (),
         overrides["relabelled"] = relabelled
     health = HealthReport(index.health.unreadable, index.health.ignored, advice, overrides)
     return DatasetIndex(index.root, index.layout, list(index.classes), samples, health, index.split_source,
-                        index.own_split)
+                        index.own_split, index.formats)
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
@@ -471,6 +581,8 @@ def _walk_pictures(folder: Path, listing: _Listing, stop: threading.Event | None
         for name in file_names:
             if is_image_path(name):
                 yield os.path.join(current, name)
+            elif not os.path.splitext(name)[1] and _formats.is_picture_file(os.path.join(current, name)):
+                yield os.path.join(current, name)  # an extension-less DICOM file (it carries the DICOM preamble)
             else:
                 listing.ignored += 1
 
@@ -543,16 +655,22 @@ def _verify(
     workers: int | None,
     on_progress: Callable[[int, int], None] | None,
     stop: threading.Event | None,
-) -> list[str | None]:
-    """Decode every picture on a thread pool; the reason each one cannot be used, or None."""
+    settings: FormatSettings | None = None,
+    verify: bool = True,
+) -> list[Inspection]:
+    """Decode every picture on a thread pool (with ``verify``; without, only the files that give several pictures
+    are opened, to list those); what each one is and the reason it cannot be used, or None."""
     _raise_if_stopped(stop)
     total = len(paths)
-    reasons: list[str | None] = [None] * total
+    settings = settings or _formats.active()
+    reasons: list[Inspection] = [Inspection("other")] * total
+    if not verify:
+        return [_formats.inspect(path, settings, decode=False) for path in paths]
     if on_progress is not None:
         on_progress(0, total)
     pool = ThreadPoolExecutor(max_workers=max(1, workers or min(8, (os.cpu_count() or 1) * 2)))
     try:
-        futures = {pool.submit(check_image, path): i for i, path in enumerate(paths)}
+        futures = {pool.submit(_formats.inspect, path, settings): i for i, path in enumerate(paths)}
         for done, future in enumerate(as_completed(futures), start=1):
             _raise_if_stopped(stop)
             reasons[futures[future]] = future.result()
@@ -707,6 +825,11 @@ def small_pictures_advice(paths: Sequence[str], input_side: int) -> Advice | Non
     sizes = []
     for path in list(paths)[::step][:_SIZE_SAMPLE]:
         try:
+            if _formats.kind_of(path) not in ("ordinary", "tiff") or "::" in path:  # DICOM, tiles: decoded
+                from engine.data.images import load_rgb
+
+                sizes.append(load_rgb(path).size)
+                continue
             with Image.open(path) as img:
                 sizes.append(img.size)
         except Exception:  # unreadable pictures have their own advice

@@ -50,12 +50,18 @@ def _resplit_folders(index: DatasetIndex, val_fraction: float, test_fraction: fl
     given = [None if split == "random" else _given(index, sample) for sample in index.samples]
     if "val" in given:
         return [Sample(s.path, s.label, g or "train") for s, g in zip(index.samples, given)], "folders"
-    # scan() sorts the pictures by path before drawing the split: do the same so that the draw is identical.
-    order = sorted(range(len(index.samples)), key=lambda i: index.samples[i].path)
-    pool = [i for i in order if given[i] in (None, "train")]
+    # scan() sorts the pictures by path before drawing the split: do the same so that the draw is identical. A file
+    # that gives several pictures (a slide's tiles, a DICOM's frames: engine.data.formats) is drawn once, as there.
+    from engine.data.formats import real_path
+
+    file_of = [real_path(s.path) for s in index.samples]
+    order = sorted(range(len(index.samples)), key=lambda i: (file_of[i], index.samples[i].path))
+    seen: set[str] = set()
+    pool = [i for i in order if given[i] in (None, "train") and not (file_of[i] in seen or seen.add(file_of[i]))]
     has_test = "test" in given
     drawn = stratified_split([index.samples[i].label for i in pool], val_fraction,
                              0.0 if has_test else test_fraction, seed)
-    split_of = dict(zip(pool, drawn, strict=True))
-    samples = [Sample(s.path, s.label, split_of.get(i, given[i] or "train")) for i, s in enumerate(index.samples)]
+    split_of = {file_of[i]: d for i, d in zip(pool, drawn, strict=True)}
+    samples = [Sample(s.path, s.label, split_of.get(file_of[i], given[i] or "train") if given[i] in (None, "train")
+                      else given[i]) for i, s in enumerate(index.samples)]
     return samples, "random"

@@ -218,3 +218,57 @@ def _plain(data_config: dict) -> dict:
     out["crop_pct"] = float(out.get("crop_pct", 0.875))
     out.setdefault("crop_mode", "center")
     return out
+
+
+def adapt_to_data(built: BuiltModel, dataset) -> BuiltModel:
+    """The model made ready for the dataset's pictures: when they were read with lab-picture settings (DICOM,
+    16-bit or float TIFF, many channels, slides: engine.data.formats), those settings -- the dataset's contrast
+    range resolved -- join its preprocessing (``data_config["formats"]``), so that evaluation, prediction and exported
+    bundles read new pictures exactly as training did; with every channel into the model (channels = "all"), its
+    first convolution takes the dataset's number of channels (``adapt_input``). Ordinary datasets leave the model
+    unchanged. ``dataset`` None (a resumed run): the model is adapted to its own ``data_config``."""
+    import dataclasses
+
+    if dataset is None:
+        return adapt_input(built, built.data_config)
+    info = getattr(dataset, "formats", None) or {}
+    settings = info.get("settings")
+    if not settings:
+        return built
+    data_config = {**built.data_config, "formats": dict(settings)}
+    channels = info.get("channels")
+    if str(settings.get("channels", "")).strip().lower() == "all" and channels:
+        n = int(channels)
+        mean, std = tuple(built.data_config["mean"]), tuple(built.data_config["std"])
+        if n == 1:  # timm's adapt_input_conv sums the RGB filters: a grey channel is their average
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+        else:  # ... and repeats them over more channels
+            mean, std = tuple(mean[i % 3] for i in range(n)), tuple(std[i % 3] for i in range(n))
+        data_config.update(input_size=(n, *tuple(built.data_config["input_size"])[1:]), mean=mean, std=std)
+    return adapt_input(dataclasses.replace(built, data_config=data_config), data_config)
+
+
+def adapt_input(built: BuiltModel, data_config: dict) -> BuiltModel:
+    """The model with its first convolution taking ``data_config["input_size"][0]`` channels, its pretrained RGB
+    filters adapted by timm's ``adapt_input_conv`` (summed for one channel, repeated and rescaled for more). A model
+    that already takes that many is returned as it is."""
+    import dataclasses
+
+    n = int(tuple(data_config.get("input_size", (3,)))[0])
+    first = next(((name, m) for name, m in built.model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first[1].in_channels == n:
+        return built if first is None or data_config is built.data_config else dataclasses.replace(
+            built, data_config=data_config)
+    from timm.models import adapt_input_conv
+
+    name, old = first
+    new = nn.Conv2d(n, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation, old.groups,
+                    old.bias is not None, old.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(adapt_input_conv(n, old.weight.detach().clone()))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    parent_name, _, child = name.rpartition(".")
+    parent = built.model.get_submodule(parent_name) if parent_name else built.model
+    setattr(parent, child, new)
+    return dataclasses.replace(built, data_config=data_config)

@@ -37,6 +37,11 @@ def read_facts(path: str) -> PictureFacts:
     """The file's size and its picture header (format, mode, dimensions); reading the header decodes no pixels."""
     from PIL import Image
 
+    from engine.data.formats import lab_facts  # DICOM, 16-bit and many-channel TIFF, a slide's tile
+
+    found = lab_facts(path)
+    if found is not None:
+        return PictureFacts(path, *found)
     size = os.path.getsize(path)
     with Image.open(path) as img:
         return PictureFacts(path, size, img.format or "?", img.mode, img.width, img.height)
@@ -135,11 +140,13 @@ class PreviewDialog(QDialog):
     def show_picture(self, path: str, class_name: str = "", split: str = "") -> None:
         self._path = path
         self._pixmap = None
-        self.setWindowTitle(os.path.basename(path))
+        from engine.data.formats import display_name  # a slide's tile, a DICOM's frame: said in words
+
+        self.setWindowTitle(display_name(path))
         self.image.setPixmap(QPixmap())
         self.image.setText("Loading ...")
         self.problem.hide()
-        self.fields["name"].setText(os.path.basename(path))
+        self.fields["name"].setText(display_name(path))
         self.fields["class"].setText(class_name or "-")
         self.fields["split"].setText(SPLIT_WORDS.get(split, split or "-"))
         self.fields["path"].setText(path)

@@ -16,6 +16,7 @@ import re
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
 
+from engine.data.formats import display_name
 from engine.data.scan import SPLITS, DatasetIndex, Sample
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
 
@@ -57,6 +58,7 @@ class PictureListModel(QAbstractListModel):
         self._row_of: dict[str, int] = {}  # path -> row, for the rows shown
         self._broken: dict[str, str] = {}  # path -> why its thumbnail cannot be made
         self._filter = (ALL, ALL, "")
+        self._formats: dict | None = None  # the data settings of the dataset shown (engine.data.formats)
         self._placeholder = placeholder_pixmap(loader.size, QColor(128, 128, 128, 40))
         self._broken_pixmap = placeholder_pixmap(loader.size, QColor(213, 94, 0, 90))  # Okabe-Ito vermillion
         loader.loaded.connect(self._on_loaded)
@@ -72,6 +74,11 @@ class PictureListModel(QAbstractListModel):
         """Show ``index`` (keeping the filters that still make sense, or none with ``keep_filter=False``); None
         empties the grid."""
         self.loader.cancel_pending()
+        settings = (index.formats or {}).get("settings") if index is not None else None
+        if settings != self._formats:  # lab pictures read with other settings: the thumbnails made before are stale
+            self._formats = settings
+            self.cache.clear()
+            self._broken.clear()
         self._index = index
         self._order = display_order(index) if index is not None else []
         class_name, split, text = self._filter if keep_filter else (ALL, ALL, "")
@@ -129,9 +136,9 @@ class PictureListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DecorationRole:
             return self._thumbnail(sample.path)
         if role == Qt.ItemDataRole.DisplayRole:
-            return os.path.basename(sample.path)
+            return display_name(sample.path, short=True)  # the file name (a slide's tile, a DICOM's frame), no tag
         if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [os.path.basename(sample.path), f"Class: {self._index.classes[sample.label]}",
+            lines = [display_name(sample.path), f"Class: {self._index.classes[sample.label]}",
                      f"Used for: {SPLIT_WORDS.get(sample.split, sample.split)}", sample.path]
             if sample.path in self._broken:
                 lines.append(self._broken[sample.path])
