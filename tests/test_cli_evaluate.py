@@ -76,7 +76,7 @@ def test_predict_writes_a_csv_and_reports_unreadable_pictures(run_dir, data, tmp
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 9 and list(rows[0]) == ["path", "prediction", "confidence", "top2", "top2_confidence",
-                                                "error"]
+                                                "error", "ood_score", "in_domain"]  # engine.shift.ood's flag
     assert all(r["prediction"] in ("blue", "green", "red") for r in rows[:8])
 
 

@@ -111,7 +111,7 @@ def test_the_command_line_prints_the_accuracy_and_writes_the_columns(tiny_run, s
     assert "accuracy" in last and "on 9 pictures whose folder names their class" in last
     with out.open(newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == OLD_HEADER + ["true_class", "correct"]
+    assert list(table[0]) == OLD_HEADER + ["true_class", "correct", "ood_score", "in_domain"]  # + engine.shift.ood
     assert [r["true_class"] for r in table] == [p.true_class or "" for p in rows]
     # Without --csv, each picture's line says whether the model was right.
     assert main.main(["predict", str(tiny_run), str(sorted_folder), "--device", "cpu"]) == 0
