@@ -137,6 +137,14 @@ class ProjectModel(QObject):
         self._set_dirty(True)
         self.changed.emit()
 
+    def set_active_paths(self, **changes) -> None:
+        """The project's pool folder and labels CSV (``pool=``, ``labels=``: engine.active), kept by the next save."""
+        if self._project is None or all(getattr(self._project, k) == v for k, v in changes.items()):
+            return
+        self._project = dataclasses.replace(self._project, **changes)
+        self._set_dirty(True)
+        self.changed.emit()
+
     def set_dataset(self, index: DatasetIndex | None) -> None:
         self._dataset = index
         self.dataset_changed.emit(index)

@@ -48,6 +48,7 @@ _ICONS = {
     "step-train": ("mdi6.play-circle-outline", None),
     "step-evaluate": ("mdi6.chart-box-outline", None),
     "step-export": ("mdi6.export", None),
+    "step-label": ("mdi6.tag-multiple-outline", None),
 }
 
 

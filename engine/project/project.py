@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import tomli_w
 
-from engine.config import (DataConfig, ModelConfig, RunConfig, from_dict, resolve_path, resolve_weights,
+from engine.config import (DataConfig, RunConfig, from_dict, resolve_path, resolve_weights,
                            to_dict, toml_problem)
 from engine.errors import ConfigError
 from engine.paths import user_data_dir
@@ -88,6 +88,10 @@ class Project:
     name: str
     config: RunConfig = field(default_factory=RunConfig)
     path: str | None = None
+    # Active learning (engine.active): the folder of pictures still to label, and the CSV of the answers given
+    # (empty: none yet; the labels then go to <project>-labels.csv beside the project file). Absolute in memory.
+    pool: str = ""
+    labels: str = ""
 
     @property
     def folder(self) -> Path | None:
@@ -175,7 +179,8 @@ def dumps_project(project: Project, path: str | os.PathLike | None = None) -> st
         out=_relative(config.out, base),
     )
     document = {
-        "project": {"format": PROJECT_FORMAT, "version": PROJECT_VERSION, "name": project.name},
+        "project": {"format": PROJECT_FORMAT, "version": PROJECT_VERSION, "name": project.name,
+                    **{k: _relative(v, base) for k, v in (("pool", project.pool), ("labels", project.labels)) if v}},
         "config": to_dict(config),
     }
     return tomli_w.dumps(document)
@@ -310,10 +315,10 @@ def loads_project(text: str, path: str | os.PathLike, *, data_dir: str | os.Path
     unknown = sorted(set(document) - {"project", "config"})
     if unknown:
         raise ConfigError(f"{path.name} has an unknown section [{unknown[0]}]: remove it or check its spelling.")
-    unknown = sorted(set(header) - {"format", "version", "name"})
+    unknown = sorted(set(header) - {"format", "version", "name", "pool", "labels"})
     if unknown:
         raise ConfigError(f"{path.name} has an unknown setting '{unknown[0]}' in [project]: remove it or check its "
-                          "spelling (known settings: format, version, name).")
+                          "spelling (known settings: format, version, name, pool, labels).")
     raw = document.get("config", {})
     if not isinstance(raw, dict):
         raise ConfigError(f"The [config] section of {path.name} must be a table of settings.")
@@ -322,7 +327,25 @@ def loads_project(text: str, path: str | os.PathLike, *, data_dir: str | os.Path
     except ConfigError as exc:
         raise ConfigError(f"The settings in {path.name} cannot be used: {_lower_first(str(exc))}") from None
     config, notes = _resolve_paths(config, path.parent, data_dir)
-    return OpenedProject(Project(name=name.strip() or path.stem, config=config, path=str(path)), notes)
+    pool, labels, more = _active_paths(header, path, data_dir)
+    return OpenedProject(Project(name=name.strip() or path.stem, config=config, path=str(path), pool=pool,
+                                 labels=labels), notes + more)
+
+
+def _active_paths(header: dict, path: Path, data_dir) -> tuple[str, str, tuple[str, ...]]:
+    """The pool folder and labels CSV named in [project] (absent in older files), absolute. The labels file is
+    written by the app, so like ``out`` it must lie inside the project's folder or the app's data folder."""
+    values = []
+    for key in ("pool", "labels"):
+        value = header.get(key, "")
+        if not isinstance(value, str):
+            raise ConfigError(f"The {key} setting in {path.name} must be text (a path).")
+        values.append(resolve_path(value, path.parent) if value else "")
+    pool, labels = values
+    if labels and not any(_inside(Path(labels), root) for root in (path.parent.resolve(), _data_dir(data_dir))):
+        return pool, "", (f"The project asked to keep its labels in {labels}, outside the project's folder; they "
+                          "will be kept beside the project file instead.",)
+    return pool, labels, ()
 
 
 def load_run_config(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> RunConfig:

@@ -63,7 +63,7 @@ def test_first_start_shows_the_welcome_page(window):
 def test_the_steps_are_the_workflow_and_say_why_they_cannot_be_used_yet(window, tiny_dataset, qtbot):
     steps = window.steps
     assert [steps.sidebar.item(i).text() for i in range(steps.sidebar.count())] == [
-        "1  Data", "2  Model", "3  Layers", "4  Train", "5  Evaluate", "6  Predict & Export"]
+        "1  Data", "2  Model", "3  Layers", "4  Train", "5  Evaluate", "6  Predict & Export", "7  Label"]
     state, reason = steps.state("data")
     assert state is StepState.BLOCKED and "Open a folder of pictures" in reason
     # Model, Layers and Train are built; Layers and Train wait for pictures (the head needs the classes).

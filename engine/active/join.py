@@ -1,0 +1,179 @@
+"""Labelled pool pictures join training, and a retrain measures how much they helped.
+
+:func:`joined_config` turns the project's settings and the labels into the settings of the next run: its data becomes a
+CSV file (``path,label,split``) listing every picture of the project's data with the split it has there (the
+validation pictures stay the same, so the rounds are measured on the same pictures) and every pool picture given a
+class, as a training picture. "None of these" pictures never join. The CSV file is written once per content, beside
+the labels (``<project>-labels-rounds/training-<n>-<hash>.csv``), and stays there, so the run's ``config.toml``
+repeats the run exactly (``python main.py train RUN/config.toml``).
+
+:func:`retrain` trains that configuration (the project's own strategy: with feature extraction the frozen outputs of
+the pictures already seen are read back from the store, engine.train.store, so only the new pictures pass through the
+network) and records the round: pictures labelled, validation accuracy, run folder, in ``rounds.jsonl`` there.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import DataConfig, RunConfig
+from engine.errors import UserError
+from engine.files import atomic_write_text
+
+from engine.active.labels import Labels
+
+__all__ = ["JoinSummary", "Round", "joined_config", "read_rounds", "record_round", "retrain", "rounds_folder"]
+
+ROUNDS = "rounds.jsonl"
+
+
+@dataclass(frozen=True)
+class JoinSummary:
+    csv: str  # the training CSV the run reads
+    data_pictures: int  # pictures of the project's data (every split)
+    joined: int  # labelled pool pictures added as training pictures
+    none_of_these: int  # answered "none of these": left out
+    unknown: dict[str, int]  # labels naming a class the data does not have: left out, by label
+
+    def sentence(self) -> str:
+        text = f"{self.joined} labelled pool picture{'s' if self.joined != 1 else ''} join training"
+        if self.none_of_these:
+            text += f"; {self.none_of_these} marked 'none of these' stay out"
+        for name, n in sorted(self.unknown.items()):
+            text += f"; {n} labelled '{name}', a class the data does not have, stay out"
+        return text + "."
+
+
+@dataclass(frozen=True)
+class Round:
+    labelled: int  # training pictures of the run: the data's own plus the labelled pool pictures
+    pool_labelled: int  # of which from the pool
+    val_accuracy: float | None
+    run_dir: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def rounds_folder(labels: Labels) -> Path:
+    """``<project>-labels-rounds`` beside the labels CSV: the training CSVs and rounds.jsonl."""
+    path = Path(labels.path)
+    return path.with_name(path.stem + "-rounds")
+
+
+def joined_config(config: RunConfig, labels: Labels, *, stop: threading.Event | None = None
+                  ) -> tuple[RunConfig, JoinSummary]:
+    """The settings of a run on the project's data plus the labelled pool pictures (see the module)."""
+    from engine.data.scan import scan
+
+    d = config.data
+    if not d.source:
+        raise UserError("The project has no pictures yet: choose its data folder first.")
+    index = scan(d.source, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.split_seed,
+                 split=d.split, verify=False, stop=stop, exclude=d.exclude, relabel=d.relabel)
+    known = set(index.classes)
+    in_data = {os.path.normcase(os.path.abspath(s.path)) for s in index.samples}
+    rows = [(os.path.abspath(s.path), index.classes[s.label], s.split) for s in index.samples
+            if os.path.normcase(os.path.abspath(s.path)) not in labels]  # a pool answer overrides the folder
+    unknown: dict[str, int] = {}
+    joined = 0
+    for picture, label in labels.labelled().items():
+        if label not in known:
+            unknown[label] = unknown.get(label, 0) + 1
+            continue
+        split = "train"
+        if picture in in_data:  # a picture of the data itself, answered again: it keeps its split
+            split = next((s.split for s in index.samples if os.path.normcase(os.path.abspath(s.path)) == picture),
+                         "train")
+        rows.append((picture, label, split))
+        joined += 1
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    folder = rounds_folder(labels)
+    target = folder / f"training-{joined}-{hashlib.sha256(text.encode()).hexdigest()[:10]}.csv"
+    if not target.is_file():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, text)
+        except OSError as exc:
+            raise UserError(f"The list of training pictures could not be written to {folder} "
+                            f"({exc.strerror or exc}): check that the project's folder can be written to.") from None
+    data = DataConfig(source=str(target), val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                      split_seed=d.split_seed, split="auto")
+    joined_cfg = dataclasses.replace(config, data=data, name=config.name or f"retrain-{joined}-labelled")
+    return joined_cfg, JoinSummary(str(target), len(index.samples), joined, len(labels.none_of_these()), unknown)
+
+
+def record_round(labels: Labels, round_: Round) -> None:
+    """Add a round to rounds.jsonl (the whole file rewritten atomically)."""
+    rounds = read_rounds(labels)
+    rounds = [r for r in rounds if r.run_dir != round_.run_dir] + [round_]
+    folder = rounds_folder(labels)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / ROUNDS, "".join(json.dumps(r.to_dict()) + "\n" for r in rounds))
+    except OSError as exc:
+        raise UserError(f"The round could not be recorded in {folder} ({exc.strerror or exc}).") from None
+
+
+def read_rounds(labels: Labels) -> list[Round]:
+    """The rounds recorded so far, oldest first (lines that cannot be read are skipped)."""
+    out = []
+    try:
+        lines = (rounds_folder(labels) / ROUNDS).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            r = json.loads(line)
+            out.append(Round(int(r["labelled"]), int(r["pool_labelled"]), r.get("val_accuracy"), str(r["run_dir"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def run_round(run_dir: str | os.PathLike, pool_labelled: int = 0) -> Round | None:
+    """A finished run as a round (its training pictures and best validation accuracy); None when unreadable."""
+    from engine.project import runs
+
+    try:
+        info = json.loads((Path(run_dir) / runs.DATASET).read_text(encoding="utf-8"))
+        train = sum(1 for s in info["samples"] if s.get("split") == "train")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    acc = runs.read_summary(run_dir).get("best_val_acc")
+    return Round(train, pool_labelled, float(acc) if acc is not None else None, str(run_dir))
+
+
+def retrain(config: RunConfig, labels: Labels, *, on_event=None, stop: threading.Event | None = None,
+            start_run: str | None = None):
+    """Train the project's settings on its data plus the labelled pool pictures and record the round (the run the
+    suggestions came from, ``start_run``, is recorded first as the starting point when no round is yet). Returns
+    (RunResult, JoinSummary, Round or None)."""
+    from engine.train.trainer import fit
+
+    if not labels.labelled():
+        raise UserError("No pool picture has a class yet: label a few pictures first.")
+    if start_run and not read_rounds(labels):
+        first = run_round(start_run, 0)
+        if first is not None:
+            record_round(labels, first)
+    joined_cfg, summary = joined_config(config, labels, stop=stop)
+    result = fit(joined_cfg, on_event, stop)
+    round_ = None
+    if result.status == "completed" and result.run_dir:
+        round_ = run_round(result.run_dir, summary.joined)
+        if round_ is not None:
+            record_round(labels, round_)
+    return result, summary, round_
