@@ -319,8 +319,9 @@ def main(argv=None) -> int:
         print(f"  {again['seconds']:.1f} s, val acc {again['val_acc']:.4f}", flush=True)
         eng, warm = engines[0], engines[1:] + [again]
         base_s, warm_s = mean(bases, "seconds"), mean(warm, "seconds")
+        frozen = "int8" if any("ran in int8" in m for m in eng["logs"]) else "fp32"  # engine.train.prefix decides
         rows.append((f"1. Feature extraction, {args.epochs} epochs: wall time (tutorial: mean of {len(bases)} "
-                     "runs; engine: its first run, empty picture cache)",
+                     f"runs; engine: its first run, empty picture cache, frozen pass in {frozen})",
                      f"{base_s:.1f} s ({each(bases, 'seconds', '{:.1f}')})", f"{eng['seconds']:.1f} s",
                      f"{base_s / eng['seconds']:.1f}x"))
         rows.append((f"   same, engine runs with the decoded pictures cached (mean of {len(warm)})", f"{base_s:.1f} s",

@@ -34,6 +34,18 @@ PREFIX_BATCH = {"cuda": 128, "cpu": 64}
 PROGRESS_EVERY_S = 10.0  # a progress line in the log at most this often while the frozen outputs are computed
 PREPARING_EVERY_S = 0.25  # a Preparing event (the window's and the command line's progress) at most this often
 PREPARING = "computing the frozen layers once"  # Preparing.what
+# The frozen pass in int8 (ONNX Runtime's static quantisation of the ONNX prefix, as the int8 export): tried on the
+# CPU's full-precision ONNX path when precision is automatic and at least INT8_FROM training outputs are to be
+# computed (below that, quantising costs more than it saves); its activation ranges are calibrated on
+# INT8_CALIBRATION training pictures. Kept only when the validation accuracy of a linear probe changes by at most
+# INT8_TOLERANCE (half a point) between the validation pictures' int8 and full-precision outputs; else the training
+# outputs are computed again in full precision. bf16 is not used for the frozen pass: ONNX Runtime's CPU provider
+# has no bf16 convolutions, and PyTorch's bf16 (even with native AVX-512 BF16) ran MobileNetV2's prefix slower
+# than ONNX Runtime in fp32 (see docs/edge.md).
+INT8_FROM = 512
+INT8_CALIBRATION = 32
+INT8_TOLERANCE = 0.005
+INT8_MIN_SPEEDUP = 1.2  # int8 is used only when it computes the calibration pictures at least this much faster
 
 
 def time_left(seconds: float | None) -> str:
@@ -157,9 +169,11 @@ def fast_path(s: Session, data: Data, built, phase: Phase, index: int, phase_rng
         # frozen pass resumes here, reading back the outputs the store kept.
         s.checkpoints.save_start(index, phase_rng)
     began = time.monotonic()
-    train_set, val_set, pin = _compute(s, data, plan, prefix, built.data_config)
+    low = _int8_prefix(s, data, plan, prefix, how)
+    train_set, val_set, pin, used = _compute(s, data, plan, prefix, built.data_config, low)
     seconds = time.monotonic() - began
     engine = {"onnx": ", run by ONNX Runtime", "fused": ", BatchNorm folded into the convolutions"}.get(how, "")
+    engine += ", the training pictures' in int8" if used == "int8" else ""
     s.log(f"{plan.name}: the frozen layers' outputs are ready ({n_val + n_train * views} pictures in {seconds:.1f} s"
           f"{engine}).")
     # Shuffled like the normal path's pictures (the same order for the same seed), with a resumable position.
@@ -208,20 +222,23 @@ def _plan(s: Session, data: Data, built, phase: Phase) -> _Plan | None:
     return _Plan(name, split, example, views, keep_on)
 
 
-def _store(s: Session, plan: _Plan, data_config: dict, dtype: torch.dtype) -> FrozenStore | None:
-    """The on-disk store of this frozen part's outputs; None when the frozen layers cannot be hashed."""
+def _store(s: Session, plan: _Plan, data_config: dict, dtype: torch.dtype, low: str = "") -> FrozenStore | None:
+    """The on-disk store of this frozen part's outputs (``low``: "int8" for those of the int8 prefix); None when the
+    frozen layers cannot be hashed."""
+    precision = str(s.runtime.amp_dtype) + (f"+{low}" if low else "")
     try:
-        return FrozenStore(prefix_identity(s.model_name, plan.split, str(s.runtime.amp_dtype), data_config, dtype))
+        return FrozenStore(prefix_identity(s.model_name, plan.split, precision, data_config, dtype))
     except Exception as exc:  # a tensor type numpy cannot hold, ...: compute as before, without the store
         s.log(f"The frozen layers' outputs are computed without being kept on disk ({exc.__class__.__name__}).")
         return None
 
 
-def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config: dict
-             ) -> tuple[feats.FeatureSet, feats.FeatureSet, bool]:
+def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config: dict, low: nn.Module | None = None
+             ) -> tuple[feats.FeatureSet, feats.FeatureSet, bool, str]:
     """The prefix's outputs for the validation pictures and each view of the training pictures -- read back from the
     store (engine.train.store) where it holds them, else computed and added to it; returns the training and
-    validation sets, and whether they are in pinned memory."""
+    validation sets, whether they are in pinned memory, and the training outputs' precision ("int8" when ``low``, the
+    int8 prefix, computed them and passed the check, else "fp32"). The validation outputs are always the prefix's."""
     t, n_train, n_val = s.train, len(data.train), len(data.val)
     augmented = t.augment != "none"
     run_batch = _prefix_batch(s)
@@ -242,6 +259,10 @@ def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config
         else:
             passes.append((data.train_eval, "eval", None, train_pictures))
     keys = [[store.key(name, k) if store else None for k in pictures] for _, name, _, pictures in passes]
+    low_store = _store(s, plan, data_config, dtype, "int8") if low is not None else None
+    low_keys = [[low_store.key(name, k) if low_store else None for k in pictures] for _, name, _, pictures in passes]
+    if low_store is not None:
+        low_store.prepare([k for pass_keys in low_keys[1:] for k in pass_keys])
     if store is not None:
         found = store.prepare([k for pass_keys in keys for k in pass_keys])
         if not found.writable:
@@ -260,19 +281,21 @@ def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config
     outputs = torch.empty((plan.views, n_train, *plan.split.output_shape), dtype=dtype, device=plan.keep_on)
     labels = torch.as_tensor(data.train.labels, dtype=torch.long).unsqueeze(0).repeat(plan.views, 1)
     targets = [(val_out[0], val_labels[0])] + [(outputs[v], labels[v]) for v in range(plan.views)]
-    for (dataset, _, seeds, _), pass_keys, (out, out_labels) in zip(passes, keys, targets):
+
+    def fill(index: int, module: nn.Module, store, pass_keys) -> None:
+        (dataset, _, seeds, _), (out, out_labels) = passes[index], targets[index]
         missing = _read_back(store, pass_keys, out, progress) if store is not None else list(range(len(pass_keys)))
         if not missing:
-            continue
+            return
         source = Subset(_SeededViews(dataset, seeds) if seeds is not None else dataset, missing)
         loader = make_loader(source, PREFIX_BATCH.get(s.runtime.device.type, 32), shuffle=False,
                              workers=data.workers, pin_memory=data.pin)
         filled = 0
-        with feats._eval(prefix):  # noqa: SLF001
+        with feats._eval(module):  # noqa: SLF001
             for images, batch_labels in loader:
                 s.check_stop()
                 began = time.monotonic()
-                result = run_batch(prefix, images)
+                result = run_batch(module, images)
                 where = torch.as_tensor(missing[filled:filled + result.shape[0]], dtype=torch.long)
                 filled += result.shape[0]
                 out[where.to(out.device)] = result.to(out.device, out.dtype)
@@ -283,10 +306,115 @@ def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config
                         store.put(pass_keys[i], row)
                 progress.advance(result.shape[0], time.monotonic() - began)
         del loader
+
+    fill(0, prefix, store, keys[0])
+    for index in range(1, len(passes)):
+        fill(index, low if low is not None else prefix, low_store if low is not None else store,
+             (low_keys if low is not None else keys)[index])
+    used = "fp32"
+    if low is not None:
+        kept = _int8_kept(s, data, low, val_out[0], val_labels[0], outputs[0], labels[0])
+        if kept:
+            used = "int8"
+        else:  # the training pictures' outputs again, in full precision
+            progress = _Progress(s, n_train * plan.views)
+            for index in range(1, len(passes)):
+                fill(index, prefix, store, keys[index])
     progress.finish()
     if pin:
         outputs, val_out = outputs.pin_memory(), val_out.pin_memory()
-    return feats.FeatureSet(outputs, labels, seed=t.seed), feats.FeatureSet(val_out, val_labels), pin
+    return feats.FeatureSet(outputs, labels, seed=t.seed), feats.FeatureSet(val_out, val_labels), pin, used
+
+
+# --- the frozen pass in int8 ----------------------------------------------------------------------------------------
+
+
+def _int8_prefix(s: Session, data: Data, plan: _Plan, prefix: nn.Module, how: str) -> nn.Module | None:
+    """The int8 prefix to compute the training pictures' outputs with (see INT8_FROM), or None."""
+    if (how != "onnx" or s.train.precision != "auto" or plan.keep_on.type != "cpu"
+            or len(data.train) * plan.views < INT8_FROM):
+        return None
+    chosen = sorted(set(np.linspace(0, len(data.train) - 1, INT8_CALIBRATION).round().astype(int).tolist()))
+    images = torch.stack([data.train_eval[i][0] for i in chosen])
+    calibration, _ = to_device(images, images.new_empty(0), s.runtime, s.normalize)
+    low = feats.int8_prefix(prefix, calibration)
+    if low is None:
+        s.log("The frozen layers run in full precision: ONNX Runtime could not quantise them to int8.")
+        return None
+    # Only where it pays: both on the calibration pictures, alternated, the faster of two tries each.
+    seconds = {"fp32": [], "int8": []}
+    with torch.no_grad():
+        for _ in range(2):
+            for name, module in (("fp32", prefix), ("int8", low)):
+                began = time.perf_counter()
+                module(calibration)
+                seconds[name].append(time.perf_counter() - began)
+    fp32, int8 = min(seconds["fp32"]), min(seconds["int8"])
+    if int8 * INT8_MIN_SPEEDUP > fp32:
+        n = len(calibration)
+        s.log(f"The frozen layers run in full precision: in int8 they are not faster on this computer ({n / int8:.0f} "
+              f"against {n / fp32:.0f} pictures/s on {n} training pictures).")
+        return None
+    return low
+
+
+def _pooled(x: torch.Tensor) -> torch.Tensor:
+    return x.float().flatten(2).mean(2) if x.dim() > 2 else x.float()
+
+
+def probe_accuracies(train_x: torch.Tensor, train_y: torch.Tensor, evaluated: list[torch.Tensor],
+                     val_y: torch.Tensor) -> list[float]:
+    """A linear probe (multinomial logistic regression, a little L2, L-BFGS to convergence; feature maps averaged
+    over their positions) fitted on ``train_x``, and its accuracy on each of ``evaluated``. Hand-written: a dozen lines
+    of torch, where scikit-learn would be a new dependency."""
+    x = _pooled(train_x)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+    classes = int(max(train_y.max().item(), val_y.max().item())) + 1
+    weight = torch.zeros(x.shape[1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(x @ weight + bias, train_y) + 1e-3 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return [(((_pooled(v) - mean) / std @ weight + bias).argmax(1) == val_y).float().mean().item()
+                for v in evaluated]
+
+
+def _int8_kept(s: Session, data: Data, low: nn.Module, val_fp32: torch.Tensor, val_labels: torch.Tensor,
+               train_int8: torch.Tensor, train_labels: torch.Tensor) -> bool:
+    """Whether the training pictures' int8 outputs are kept: a linear probe fitted on them must classify the
+    validation pictures from their int8 outputs within INT8_TOLERANCE of its accuracy from their full-precision ones
+    (the outputs training is validated on). Says which precision was used, and the measurement."""
+    run_batch = _prefix_batch(s)
+    loader = make_loader(data.val, PREFIX_BATCH.get(s.runtime.device.type, 32), shuffle=False, workers=data.workers)
+    parts = []
+    with feats._eval(low):  # noqa: SLF001
+        for images, _ in loader:
+            s.check_stop()
+            parts.append(run_batch(low, images).to("cpu", val_fp32.dtype))
+    del loader
+    val_int8 = torch.cat(parts)
+    full, int8 = probe_accuracies(train_int8.cpu(), train_labels, [val_fp32.cpu(), val_int8], val_labels)
+    kept = full - int8 <= INT8_TOLERANCE
+    measured = (f"a linear probe fitted on the training pictures' int8 outputs classifies the {len(val_labels)} "
+                f"validation pictures at {100 * int8:.1f} % from their int8 outputs and {100 * full:.1f} % from "
+                f"their full-precision ones ({100 * (int8 - full):+.1f} points")
+    if kept:
+        s.log(f"The frozen layers ran in int8 for the training pictures (ONNX Runtime's static quantisation, "
+              f"calibrated on {INT8_CALIBRATION} of them): {measured}, within the half point allowed), so the int8 "
+              "outputs are kept; the validation pictures' outputs are in full precision.")
+    else:
+        s.log(f"The frozen layers' int8 outputs lose accuracy on these pictures: {measured}, more than the half "
+              "point allowed), so the training pictures' outputs are computed again in full precision (fp32).")
+    return kept
 
 
 READ_BACK_CHUNK = 512  # stored outputs copied to where they are kept this many at a time

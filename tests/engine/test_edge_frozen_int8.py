@@ -1,0 +1,73 @@
+"""Feature extraction's frozen pass in int8 (engine.train.prefix): used when its measured accuracy holds, said in the
+log with the measurement; the training outputs computed again in fp32 when it does not; not where int8 is not faster;
+never with precision fp32."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import engine.train.prefix as prefix
+from engine import events as ev
+from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.train.trainer import fit
+
+pytestmark = pytest.mark.usefixtures("quick_training")
+
+
+def run(data, out, precision="auto"):
+    logs: list[str] = []
+    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25), model=ModelConfig("timm:test_resnet", "none"),
+                       strategy="feature-extraction", epochs=1, lr=0.01,
+                       train=TrainConfig(batch_size=8, workers=0, augment="none", precision=precision), out=str(out))
+    result = fit(config, lambda e: logs.append(e.message) if isinstance(e, ev.Log) else None, threading.Event())
+    assert result.status == "completed", result.error
+    return "\n".join(logs)
+
+
+@pytest.fixture
+def every_run_tries_int8(monkeypatch, tmp_path):
+    monkeypatch.setattr(prefix, "INT8_FROM", 0)  # the tiny set is far below the size where int8 pays
+    monkeypatch.setattr(prefix, "INT8_MIN_SPEEDUP", 0.0)  # and whether it is faster is not what these tests check
+    monkeypatch.setenv("TRANSFER_STUDIO_FROZEN_CACHE", str(tmp_path / "frozen"))
+
+
+def test_int8_outputs_are_kept_when_the_probe_keeps_its_accuracy(tiny_dataset, tmp_path, every_run_tries_int8,
+                                                                  monkeypatch):
+    monkeypatch.setattr(prefix, "INT8_TOLERANCE", 1.0)  # any difference passes
+    logs = run(tiny_dataset, tmp_path / "runs")
+    assert "The frozen layers ran in int8 for the training pictures" in logs
+    assert "validation pictures at" in logs and "so the int8 outputs are kept" in logs
+    assert "the training pictures' in int8)" in logs  # the ready line says which precision was used
+
+
+def test_the_training_outputs_are_computed_again_in_fp32_when_int8_loses_accuracy(tiny_dataset, tmp_path,
+                                                                                   every_run_tries_int8, monkeypatch):
+    monkeypatch.setattr(prefix, "INT8_TOLERANCE", -1.0)  # no difference can pass
+    logs = run(tiny_dataset, tmp_path / "runs")
+    assert "computed again in full precision (fp32)" in logs
+    assert "in int8)" not in logs
+
+
+def test_int8_is_not_used_where_it_is_not_faster(tiny_dataset, tmp_path, every_run_tries_int8, monkeypatch):
+    monkeypatch.setattr(prefix, "INT8_MIN_SPEEDUP", 1e9)  # as if int8 were never faster on this computer
+    logs = run(tiny_dataset, tmp_path / "runs")
+    assert "in int8 they are not faster on this computer" in logs and "in int8)" not in logs
+
+
+def test_precision_fp32_keeps_the_frozen_pass_in_fp32(tiny_dataset, tmp_path, every_run_tries_int8):
+    logs = run(tiny_dataset, tmp_path / "runs", precision="fp32")
+    assert "int8" not in logs
+
+
+def test_the_probe_measures_accuracy_on_each_set_of_outputs():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 16, generator=generator) * 4
+    labels = torch.arange(60) % 3
+    train = centres[labels] + torch.randn(60, 16, generator=generator)
+    val = centres[labels] + torch.randn(60, 16, generator=generator)
+    noise = torch.randn(60, 16, generator=generator) * 50  # outputs that lost what told the classes apart
+    clean, spoiled = prefix.probe_accuracies(train, labels, [val, noise], labels)
+    assert clean == 1.0 and spoiled < 0.7
