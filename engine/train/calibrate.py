@@ -158,12 +158,13 @@ def calibrate_run(session, val_loader, folder, classes) -> Calibration | None:
     from safetensors.torch import load_file
 
     from engine import files
+    from engine.train.lora import load_plain_state
     from engine.project import runs
 
     best = folder.path / runs.BEST
     if not best.is_file():
         return None
-    session.model.load_state_dict(load_file(str(best)))
+    load_plain_state(session.model, load_file(str(best)))  # (LoRA: the merged weights, engine.train.lora)
     got = collect_logits(session.model, val_loader, session.runtime, session.stop, backoff=session.backoff,
                          normalize=session.normalize)
     if got is None:

@@ -7,6 +7,9 @@ Each strategy is a short list of named rules over the layer tree's stages (input
 - fine-tune-deep: everything trains; each stage further from the head learns ``layer_decay`` times slower.
 - progressive: the head first, then one more stage (from the top down) each phase, with the same layer decay.
 - lp-ft: a linear probe (head only, LP_SHARE of the epochs), then everything at LP_FT_LR_SCALE times the rate.
+- lora: LoRA adapters (engine.train.lora) in the chosen stages (``config.lora.stages``; empty: every stage) train with
+  the head; the pretrained weights stay frozen and every BatchNorm keeps its statistics. In a model that carries
+  adapters, a trained body stage trains only its adapters (``apply_phase``); the head always trains fully.
 
 A stage that does not train is frozen completely: no gradients, and its modules stay in eval mode (BatchNorm uses
 its stored statistics, dropout is off), so a frozen stage computes exactly what it computed before training.
@@ -71,6 +74,11 @@ def resolve_phases(config: RunConfig, tree: LayerTree) -> tuple[Phase, ...]:
             Phase("fine-tune", epochs - probe, lr * LP_FT_LR_SCALE, {n: 1.0 for n in body + [HEAD]},
                   bn=BN_WHEN_TRAINING_BODY),
         )
+    if strategy == "lora":
+        from engine.train.lora import adapted_stages
+
+        stages = adapted_stages(tree) or [name for name in body if not config.lora.stages or name in config.lora.stages]
+        return (Phase("lora", epochs, lr, {name: 1.0 for name in stages} | {HEAD: 1.0}, bn="frozen"),)
     raise ValueError(f"no phases for strategy {strategy!r}")  # custom without phases is refused by validate()
 
 
@@ -84,11 +92,15 @@ def check_phase(phase: Phase, tree: LayerTree) -> None:
 
 
 def apply_phase(model: nn.Module, tree: LayerTree, phase: Phase) -> int:
-    """Set ``requires_grad`` from the plan; returns the number of parameters that will train."""
+    """Set ``requires_grad`` from the plan; returns the number of parameters that will train. In a model with LoRA
+    adapters, a trained body stage trains its adapters only (engine.train.lora.trains)."""
+    from engine.train.lora import trains
+
     check_phase(phase, tree)
     trainable = 0
     for name, param in model.named_parameters():
-        param.requires_grad_(tree.stage_of_param(name) in phase.stages)
+        stage = tree.stage_of_param(name)
+        param.requires_grad_(stage in phase.stages and trains(name, stage, model))
         trainable += param.numel() if param.requires_grad else 0
     return trainable
 

@@ -568,6 +568,11 @@ class EvaluatePage(QWidget):
         bar.addWidget(QLabel("Model:"))
         bar.addWidget(self.run_chooser, 1)
         bar.addSpacing(12)
+        from gui.widgets.task_chooser import TaskChooser  # a multi-task run: which task is shown (issue #17)
+
+        self.task_chooser = TaskChooser()
+        self.task_chooser.chosen.connect(lambda _: self.show_evaluation(self._all_tasks))
+        bar.addWidget(self.task_chooser)
         bar.addWidget(QLabel("Pictures:"))
         bar.addWidget(self.split_combo)
         bar2 = QHBoxLayout()
@@ -726,6 +731,9 @@ class EvaluatePage(QWidget):
         self.summary.setText("")
 
     def show_evaluation(self, evaluation: Evaluation | None) -> None:
+        self._all_tasks = evaluation  # several tasks: the chosen one is shown (gui.widgets.task_chooser)
+        self.task_chooser.set_evaluation(evaluation)
+        evaluation = self.task_chooser.view(evaluation)
         self.evaluation = evaluation
         self.split_combo.blockSignals(True)
         self.split_combo.clear()

@@ -56,6 +56,8 @@ PRESETS: tuple[tuple[str, str, str], ...] = (
      "When deep fine-tuning is unstable: start with the head, then unfreeze one more stage per phase."),
     ("lp-ft", "LP-FT",
      "A robust path to deeper fine-tuning: the head alone first, then everything at a lower rate."),
+    ("lora", "LoRA adapters",
+     "Large models, or one small file per task: layers kept, small adapters learn beside them (tick the stages)."),
 )
 PRESET_NAMES = {strategy: label for strategy, label, _ in PRESETS}
 CUSTOM = "custom"
@@ -680,6 +682,12 @@ class LayerEditor(QWidget):
         self.custom_label = QLabel()
         self.custom_label.setWordWrap(True)
         outer.addWidget(self.custom_label)
+        from gui.widgets.lora_controls import LoraControls  # the lora preset's rank and alpha (issue #17)
+
+        self.lora_controls = LoraControls()
+        self.lora_controls.changed.connect(self._lora_edited)
+        self.lora_controls.hide()
+        outer.addWidget(self.lora_controls)
 
         self.model = LayerTreeModel(self)
         self.model.edited.connect(self._tree_edited)
@@ -783,6 +791,7 @@ class LayerEditor(QWidget):
     def set_config(self, config: RunConfig) -> None:
         """Take the run's settings and its saved plan; a preset is resolved again for the new settings."""
         self._config = config
+        self.lora_controls.set_settings(config.lora)
         self.advice.set_target(config.data.source, config.model.name, config.model.weights)
         self.model.set_layer_decay(config.train.layer_decay)
         self._strategy = config.strategy if config.strategy in PRESET_NAMES else CUSTOM
@@ -805,6 +814,11 @@ class LayerEditor(QWidget):
         self._replan(announce=False)
 
     def set_build_result(self, result) -> None:
+        from engine.train.lora import adapter_sizes  # what each LoRA rank costs, stage by stage
+        from gui.widgets.task_heads import with_task_heads  # several tasks: one head each (issue #17)
+
+        result = with_task_heads(result, self._config)
+        self.lora_controls.set_sizes(adapter_sizes(result.built.model, result.tree), result.tree.stage(HEAD).params)
         self.set_model(result.tree, result.modules, result.name.split(":", 1)[-1], name=result.name,
                        num_classes=result.num_classes)
 
@@ -840,6 +854,8 @@ class LayerEditor(QWidget):
         learning rate, exactly as shown here after ``set_config``), a custom plan as its phases."""
         if self._strategy == CUSTOM:
             return dataclasses.replace(config, strategy=CUSTOM, phases=tuple(self._phases))
+        if self._strategy == "lora":  # with its rank, alpha and stages
+            return dataclasses.replace(config, strategy="lora", phases=(), lora=self._config.lora)
         return dataclasses.replace(config, strategy=self._strategy, phases=())
 
     def problem(self) -> str | None:
@@ -957,6 +973,8 @@ class LayerEditor(QWidget):
             if self._tree is None:
                 return
             phase = self._phases[self._current]
+            self.lora_controls.setVisible(self._strategy == "lora")
+            self.lora_controls.set_stages([st for st in phase.stages if st != HEAD])
             self.model.set_plan(phase.stages, phase.bn)
             self._fill_phase_table()
             self.bn_combo.setCurrentIndex(0 if phase.bn == "frozen" else 1)
@@ -990,6 +1008,8 @@ class LayerEditor(QWidget):
     def _show_summary(self, phase: Phase) -> None:
         tree = self._tree
         trained = sum(tree.stage(s).params for s in phase.stages)
+        if self._strategy == "lora" and self.lora_controls.trainable() is not None:  # adapters, not whole stages
+            trained = self.lora_controls.trainable()
         total = tree.total_params
         prefix = ""
         if len(self._phases) > 1:
@@ -1014,8 +1034,21 @@ class LayerEditor(QWidget):
         if self._updating or not self._phases:
             return
         stages, bn = self.model.plan()
+        if self._strategy == "lora":  # a tick says which stages get adapters; no adapter at all: feature extraction
+            body = tuple(s for s in stages if s != HEAD)
+            if not body:
+                self.apply_preset("feature-extraction")
+                return
+            self._lora_edited(dataclasses.replace(self._config.lora, stages=body))
+            return
         self._phases[self._current] = dataclasses.replace(self._phases[self._current], stages=stages, bn=bn)
         self._became_custom()
+
+    def _lora_edited(self, settings) -> None:
+        self._config = dataclasses.replace(self._config, lora=settings)
+        self.lora_controls.set_settings(settings)
+        if self._strategy == "lora":
+            self._replan()
 
     def _bn_changed(self, index: int) -> None:
         if self._updating or not self._phases:

@@ -28,15 +28,23 @@ Prepare = Callable[[Callable[[int, int], None], threading.Event], tuple[DataConf
 
 
 def _prepare_and_scan(source: str, val: float, test: float, seed: int, split: str, prepare: Prepare | None,
-                      progress: Progress, stop: threading.Event) -> tuple[Any, Any]:
-    """The scan job: (the DatasetIndex, what ``prepare`` returned besides its DataConfig, or None)."""
+                      progress: Progress, stop: threading.Event, formats: DataConfig | None = None) -> tuple[Any, Any]:
+    """The scan job: (the DatasetIndex, what ``prepare`` returned besides its DataConfig, or None). ``formats``: the
+    data settings lab pictures are read with (DICOM, 16-bit TIFF, channels, slides)."""
     extra = None
     if prepare is not None:
         progress.say("Preparing the pictures ...")
         data, extra = prepare(progress, stop)
         source, val, test, seed, split = data.source, data.val_fraction, data.test_fraction, data.split_seed, data.split
+        formats = data
     progress.say("Checking pictures ...")
-    index = scan(source, val_fraction=val, test_fraction=test, seed=seed, split=split, on_progress=progress, stop=stop)
+    from engine.train.multitask import scan_tasks, wants_tasks  # a CSV of several task columns (issue #17)
+
+    tasks = (formats or DataConfig()).tasks
+    if wants_tasks(source, tasks):
+        return scan_tasks(source, tasks, val_fraction=val, test_fraction=test, seed=seed, split=split, stop=stop), extra
+    index = scan(source, val_fraction=val, test_fraction=test, seed=seed, split=split, on_progress=progress, stop=stop,
+                 formats=formats or DataConfig())
     return index, extra
 
 
@@ -59,11 +67,11 @@ class Scanner(QObject):
         return self.jobs.running(SCAN)
 
     def start(self, source: str, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0,
-              prepare: Prepare | None = None, split: str = "auto") -> None:
+              prepare: Prepare | None = None, split: str = "auto", formats: DataConfig | None = None) -> None:
         self.cancel()
         job = self.jobs.start(
             SCAN, lambda progress, stop: _prepare_and_scan(source, val_fraction, test_fraction, seed, split, prepare,
-                                                           progress, stop),
+                                                           progress, stop, formats),
             lambda result: self.finished.emit(*result), on_error=self.failed.emit, on_progress=self.progress.emit,
             on_phase=self.phase.emit, on_cancel=self.cancelled.emit, what="The scan of the folder")
         if job is not None:

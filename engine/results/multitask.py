@@ -1,0 +1,273 @@
+"""A multi-task model's results, task by task: evaluation, predictions and the ONNX export.
+
+A multi-task model (engine.train.multitask) outputs its tasks' log-probabilities side by side. The app's usual
+inference pass (engine.results.predict.infer) takes a softmax over the whole output, which gives every task's
+probabilities divided by the number of tasks; ``task_probs`` renormalises each task's columns, which gives them back
+exactly. Everything here is plain data.
+
+- ``evaluate_tasks``: each task's metrics, confusion matrix and calibration on the run's validation (and test) pictures
+  that have a label for it, computed by the single-task code (engine.results.evaluate.compute_split), so a task's
+  numbers are exactly those a single-task evaluation of the same predictions gives. ``evaluation.json`` keeps its
+  single-task keys (``classes`` and ``splits``: the first task's) and adds ``tasks: {name: {classes, splits}}``.
+- ``predict_tasks`` / ``write_task_csv``: one row per picture with the columns ``<task>`` and ``<task>_confidence``.
+- ``export_onnx_tasks``: an ONNX file with one output per task, named after it (the task's log-probabilities:
+  softmax gives its probabilities, the largest is its class).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from engine import files
+from engine.errors import UserError
+from engine.train.multitask import MISSING, Task, code_names, decode, slices, tasks_from_json
+
+
+def tasks_of_bundle(bundle) -> list[Task] | None:
+    """The tasks of a loaded model (engine.results.predict.ModelBundle), None for a single-task one."""
+    value = bundle.info.get("tasks")
+    return tasks_from_json(value) if value else None
+
+
+def task_probs(probs: np.ndarray, tasks: Sequence[Task]) -> list[np.ndarray]:
+    """Each task's probabilities from the softmax over the whole output (see the module's docstring)."""
+    out = []
+    for sl in slices(tasks):
+        part = probs[:, sl].astype(np.float64)
+        out.append(part / np.clip(part.sum(1, keepdims=True), 1e-30, None))
+    return out
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+
+
+def _folder_items(data, tasks: Sequence[Task], stop) -> tuple[str, list[tuple[str, int]], list[tuple[str, str]]]:
+    """Every picture of a CSV with the model's task columns, as (path, code in the model's classes)."""
+    from engine.train.multitask import MultiTaskIndex, encode, scan_tasks, task_columns, wants_tasks
+
+    if not wants_tasks(data):
+        raise UserError(f"A multi-task model is evaluated on a CSV file with its task columns "
+                        f"({', '.join(t.name for t in tasks)}); {data} is not one.")
+    missing = [t.name for t in tasks if t.name not in (task_columns(data) or [])]
+    if missing:
+        raise UserError(f"The CSV file {data} has no column '{missing[0]}': give it the model's task columns "
+                        f"({', '.join(t.name for t in tasks)}).")
+    index = scan_tasks(data, [t.name for t in tasks], val_fraction=0.0, stop=stop)
+    labels = index.task_labels() if isinstance(index, MultiTaskIndex) else torch.tensor(
+        [[s.label] for s in index.samples])
+    own = index.tasks if isinstance(index, MultiTaskIndex) else [Task(tasks[0].name, tuple(index.classes))]
+    items = []
+    for i, s in enumerate(index.samples):
+        row = []
+        for t, (task, mine) in enumerate(zip(tasks, own)):
+            k = int(labels[i, t])
+            name = mine.classes[k] if k != MISSING else None
+            if name is not None and name not in task.classes:
+                raise UserError(f"The class '{name}' of task '{task.name}' in {data} is unknown to the model (its "
+                                f"classes: {', '.join(task.classes)}).")
+            row.append(task.classes.index(name) if name is not None else MISSING)
+        items.append((s.path, encode(row, tasks)))
+    return index.root, items, [(p.path, p.reason) for p in index.health.unreadable]
+
+
+def evaluate_tasks(bundle, folder: Path, data, on_progress: Callable[[int, int], None] | None,
+                   stop: threading.Event | None, batch_size: int, began: float, ev):
+    """engine.results.evaluate.evaluate_run for a multi-task model: every task evaluated, evaluation.json written.
+    ``ev`` is the module engine.results.evaluate itself, handed over by it (it calls this function: importing it
+    here would make the two modules import each other)."""
+    from engine.results.predict import infer
+
+    EVALUATION, SPLIT_NAMES, Evaluation, calibration_bins, compute_split = (
+        ev.EVALUATION, ev.SPLIT_NAMES, ev.Evaluation, ev.calibration_bins, ev.compute_split)
+    _run_samples = ev._run_samples
+
+    tasks = tasks_of_bundle(bundle)
+    if data is None:
+        splits, source, left_out = _run_samples(folder, code_names(tasks)), "run", []
+    else:
+        source, items, left_out = _folder_items(data, tasks, stop)
+        splits = {"data": items}
+    total = sum(len(v) for v in splits.values())
+    done = 0
+    per_task: dict[str, dict] = {t.name: {} for t in tasks}
+    for name, items in splits.items():
+        offset = done
+        progress = (lambda d, n, offset=offset: on_progress(offset + d, total)) if on_progress else None
+        probs, errors = infer(bundle, [p for p, _ in items], batch_size=batch_size, on_progress=progress,
+                              stop=stop, stop_message="The evaluation was stopped; nothing was written.",
+                              temperature=1.0)
+        done += len(items)
+        good = [i for i, e in enumerate(errors) if e is None]
+        unreadable = [(items[i][0], e) for i, e in enumerate(errors) if e is not None]
+        if not good:
+            path, reason = unreadable[0]
+            raise UserError(f"None of the {len(items)} {SPLIT_NAMES[name]} pictures could be read (for example "
+                            f"{path}: {reason}): if the dataset was moved, evaluate its new place with --data.")
+        labels = decode(torch.tensor([items[i][1] for i in good]), tasks).numpy()
+        for t, (task, p) in enumerate(zip(tasks, task_probs(probs[good], tasks))):
+            mine = np.flatnonzero(labels[:, t] != MISSING)
+            if not len(mine):
+                continue
+            split = compute_split(name, task.classes, labels[mine, t], p[mine], [items[good[i]][0] for i in mine])
+            split.unreadable = (left_out if name == "data" else []) + unreadable
+            split.ece_before = calibration_bins(p[mine].max(1), p[mine].argmax(1) == labels[mine, t])[1]
+            per_task[task.name][name] = split
+    first = tasks[0]
+    evaluation = Evaluation(str(folder), bundle.architecture, first.classes, source, per_task[first.name],
+                            bundle.device, time.monotonic() - began, time.strftime("%Y-%m-%dT%H:%M:%S"))
+    evaluation.tasks = {t.name: Evaluation(str(folder), bundle.architecture, t.classes, source, per_task[t.name],
+                                           bundle.device) for t in tasks}
+    try:
+        files.atomic_write_json(folder / EVALUATION, evaluation.to_dict())
+    except OSError as exc:
+        raise UserError(f"{folder / EVALUATION} cannot be written ({exc.strerror or exc}): check that the run "
+                        "folder is writable and the disk is not full.") from None
+    return evaluation
+
+
+# -- predictions -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskPrediction:
+    path: str
+    answers: tuple[tuple[str, str, float], ...] = ()  # (task, class, confidence) per task
+    error: str | None = None
+
+
+def predict_tasks(bundle, paths_or_folders: Iterable[str | os.PathLike], *,
+                  on_progress: Callable[[int, int], None] | None = None,
+                  stop: threading.Event | None = None) -> list[TaskPrediction]:
+    """One row per picture (folders opened), each task's most probable class and its probability."""
+    from engine.results.predict import expand_paths, infer
+
+    tasks = tasks_of_bundle(bundle)
+    items = expand_paths(list(paths_or_folders))
+    readable = [i for i, (_, error) in enumerate(items) if error is None]
+    probs, errors = infer(bundle, [items[i][0] for i in readable], on_progress=on_progress, stop=stop)
+    rows = [TaskPrediction(path, error=error) for path, error in items]
+    per_task = task_probs(probs, tasks) if len(readable) else []
+    for j, (i, error) in enumerate(zip(readable, errors)):
+        if error is not None:
+            rows[i] = TaskPrediction(items[i][0], error=error)
+            continue
+        answers = []
+        for task, p in zip(tasks, per_task):
+            k = int(p[j].argmax())
+            answers.append((task.name, task.classes[k], float(p[j, k])))
+        rows[i] = TaskPrediction(items[i][0], tuple(answers))
+    return rows
+
+
+def task_csv_text(rows: Sequence[TaskPrediction], tasks: Sequence[Task]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path"] + [c for t in tasks for c in (t.name, f"{t.name}_confidence")] + ["error"])
+    for r in rows:
+        cells = [r.path]
+        if r.error is None:
+            for _, name, confidence in r.answers:
+                cells += [name, f"{confidence:.6f}"]
+        else:
+            cells += [""] * (2 * len(tasks))
+        writer.writerow(cells + [r.error or ""])
+    return buffer.getvalue()
+
+
+def write_task_csv(rows: Sequence[TaskPrediction], path: str | os.PathLike, tasks: Sequence[Task]) -> Path:
+    path = Path(path).expanduser()
+    try:
+        files.atomic_write_text(path, task_csv_text(rows, tasks))
+    except OSError as exc:
+        raise UserError(f"The predictions could not be written to {path} ({exc.strerror or exc}).") from None
+    return path
+
+
+def prediction_lines(rows: Sequence[TaskPrediction]) -> list[str]:
+    """The command line's lines: ``path: species ant 0.93, stage adult 0.81``."""
+    return [f"{r.path}: {r.error}" if r.error is not None else
+            f"{r.path}: " + ", ".join(f"{task} {name} {conf:.3f}" for task, name, conf in r.answers) for r in rows]
+
+
+# -- ONNX --------------------------------------------------------------------------------------------------------
+
+
+class TaskOutputs(torch.nn.Module):
+    """The model with its output cut into one tensor per task (each task's log-probabilities)."""
+
+    def __init__(self, model: torch.nn.Module, tasks: Sequence[Task]):
+        super().__init__()
+        self.model = model
+        self.bounds = [(sl.start, sl.stop) for sl in slices(tasks)]
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x)
+        return tuple(out[:, a:b] for a, b in self.bounds)
+
+
+def onnx_output_names(tasks: Sequence[Task]) -> list[str]:
+    return [t.name for t in tasks]
+
+
+def onnx_tasks_exporter(file_name: str, input_name: str, first_line: Callable[[Exception], str]):
+    """engine.results.export's ONNX exporter for a multi-task model, with that module's file name, input name and
+    error wording (handed over by it: importing it here would make the two modules import each other)."""
+    def export(bundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+        return export_onnx_tasks(bundle, out, inputs, reference, file_name, input_name, first_line)
+    return export
+
+
+def export_onnx_tasks(bundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor, file_name: str = "model.onnx",
+                      input_name: str = "input", first_line: Callable[[Exception], str] = str) -> tuple[float, float]:
+    """model.onnx with one output per task, named after it; checked with ONNX Runtime against the PyTorch model.
+    Returns the largest differences (log-probabilities, probabilities), over all tasks."""
+    import onnxruntime as ort
+
+    ONNX_INPUT, _first_line = input_name, first_line
+    tasks = tasks_of_bundle(bundle)
+    names = onnx_output_names(tasks)
+    path = out / file_name
+    module = TaskOutputs(bundle.model, tasks).eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            files.atomic_write(path, lambda tmp: torch.onnx.export(
+                module, (inputs[:2],), str(tmp), dynamo=False, input_names=[ONNX_INPUT], output_names=names,
+                dynamic_axes={ONNX_INPUT: {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=18))
+    except Exception as exc:
+        raise UserError(f"The model could not be exported to ONNX ({_first_line(exc)}); the bundle and "
+                        "TorchScript formats may still work.") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        outputs = session.run(names, {ONNX_INPUT: inputs.numpy()})
+    except Exception as exc:
+        raise UserError(f"The ONNX file was written but onnxruntime cannot run it ({_first_line(exc)}): use the "
+                        "bundle or TorchScript format instead.") from None
+    logits = probs = 0.0
+    for (a, b), got in zip(module.bounds, outputs):
+        ref, got = reference[:, a:b], torch.as_tensor(np.asarray(got, dtype=np.float32))
+        logits = max(logits, (ref - got).abs().max().item())
+        probs = max(probs, (ref.softmax(1) - got.softmax(1)).abs().max().item())
+    return float(logits), float(probs)
+
+
+def export_metadata(info: dict) -> dict:
+    """What an export's model.json adds for a multi-task model: its tasks, and the ONNX outputs' names."""
+    tasks = tasks_from_json(info["tasks"])
+    return {"tasks": info["tasks"], "task_weighting": info.get("task_weighting", "fixed"),
+            "onnx_outputs": {t.name: {"output": t.name, "classes": list(t.classes),
+                                      "values": "log-probabilities (softmax gives the task's probabilities)"}
+                             for t in tasks}}
