@@ -36,11 +36,12 @@ SWEEP = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 def _datasets(ctx):
     found = []
+    wanted = ctx.get("datasets")
     if HYMENOPTERA.is_dir() and WEIGHTS.is_file():
         found.append(("ants-vs-bees", HYMENOPTERA))
     if WEIGHTS.is_file():
         found.append(("generated shapes", ctx["shapes"]))
-    return found
+    return [f for f in found if not wanted or f[0] in wanted]
 
 
 def _config(data: Path, strategy: str, epochs: int, lr: float, seed: int, out: Path, fit_head: bool = True):
@@ -76,11 +77,14 @@ def item_c(ctx) -> str:
         began = time.monotonic()
         finding = find_lr(_config(data, "fine-tune-shallow", 3, 1e-3, 0, ctx["work"] / "c"))
         seconds = time.monotonic() - began
+        print(f"(c) {name}: the finder suggests {finding.suggestion:.2g} ({seconds:.0f} s)", file=sys.stderr,
+              flush=True)
         results = []
         for lr in SWEEP:
             best, _ = _train(_config(data, "fine-tune-shallow", 3, lr, 0, ctx["work"] / "c"))
             results.append((best["val_acc"], -best["val_loss"], lr))
-            print(f"(c) {name}: lr {lr:g}: {best['val_acc']:.3f}", file=sys.stderr, flush=True)
+            print(f"(c) {name}: lr {lr:g}: {best['val_acc']:.3f}, validation loss {best['val_loss']:.4f}",
+                  file=sys.stderr, flush=True)
         top = max(results)[2]
         ratio = max(finding.suggestion, top) / min(finding.suggestion, top)
         lines.append(f"| {name} | {finding.suggestion:.2g} | {seconds:.0f} | "
@@ -145,12 +149,13 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(ITEMS))
     parser.add_argument("--out", default=str(REPO / "docs" / "advisor.md"))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--datasets", default="", help="comma-separated: ants-vs-bees, generated shapes (default both)")
     parser.add_argument("--shapes", type=int, default=60, help="generated training pictures per class")
     args = parser.parse_args()
     wanted = [i.strip() for i in args.only.split(",") if i.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-advisor-training-"))
     os.environ.setdefault("TRANSFER_STUDIO_CACHE", str(work / "cache"))
-    ctx = {"work": work, "seeds": args.seeds, "shapes": make_shapes(work / "shapes", per_class=args.shapes)}
+    ctx = {"work": work, "seeds": args.seeds, "datasets": [d.strip() for d in args.datasets.split(",") if d.strip()], "shapes": make_shapes(work / "shapes", per_class=args.shapes)}
     machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
                f"torch {torch.get_num_threads()} threads")
     parts = ["## Training items: the learning-rate finder, the head fit and calibration", "",

@@ -1,15 +1,22 @@
 """Long work on many pictures (issue #23): the frozen pass stopped at 60 % and resumed against an uninterrupted run,
 evaluation and prediction pictures/s against training's frozen pass, and peak memory.
 
-    python bench/bench_long.py [--pictures 10000] [--out docs/long.md]
+    python bench/bench_long.py [--pictures 10000] [--repeats 1] [--out docs/long.md]
+    python bench/bench_long.py --memory-only --pictures 50000 --model timm:test_resnet --side 64
 
-Generates PICTURES pictures (10 classes, 256x192 JPEG; 80 % training, 20 % validation), then, each in its own
-process (so that its peak memory is its own):
+Generates PICTURES pictures (10 classes, 256x192 JPEG, or --side x 3/4 --side; 80 % training, 20 % validation),
+then, each in its own process (so that its peak memory is its own):
 
 1. an uninterrupted feature-extraction run (MobileNetV2, 1 epoch, no augmentation, an empty frozen-output store);
 2. the same run stopped when 60 % of its frozen pass is done, then resumed (``resume``), with another empty store;
+   1 and 2 alternate (1, 2, 1, 2 ... --repeats pairs), so that a shared machine's changing load weighs on both;
 3. ``python main.py evaluate RUN`` (the validation pictures) and ``python main.py predict RUN FOLDER`` (the
-   validation pictures again), timed from the outside (process start, model loading included).
+   validation pictures again), timed from the outside (process start, model loading included);
+4. the same run trained from the window: the real main window, offscreen, opens the folder in the Data step (scan,
+   thumbnails) and the Train step's Start trains it; its peak memory (getrusage) is the window's.
+
+``--memory-only`` runs 1 and 4 alone (the frozen pass's peak memory of the command line and of the window), for the
+50,000-picture row; a small model and small pictures keep that affordable (say which in the row).
 
 Writes a table of rows into OUT (appended, with the date and the machine). Uses ../shared/weights'
 MobileNetV2 weights when present, else random weights (the same speed).
@@ -35,31 +42,77 @@ WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_in1k.safetensors"
 MODEL = "torchvision:mobilenet_v2"
 
 
-def make_pictures(root: Path, n: int) -> None:
+def make_pictures(root: Path, n: int, side: int = 256) -> None:
     from PIL import Image, ImageDraw
 
     rng = random.Random(0)
     classes = [f"class{c}" for c in range(10)]
+    width, height, r = side, side * 3 // 4, max(4, side // 5)
     for i in range(n):
         folder = root / classes[i % 10]
         folder.mkdir(parents=True, exist_ok=True)
         base = ((i % 10) * 25, 255 - (i % 10) * 20, rng.randint(0, 255))
-        image = Image.new("RGB", (256, 192), base)
-        x, y = rng.randint(0, 200), rng.randint(0, 140)
-        ImageDraw.Draw(image).ellipse([x, y, x + 50, y + 50], fill=(rng.randint(0, 255), 240, 240))
+        image = Image.new("RGB", (width, height), base)
+        x, y = rng.randint(0, width - r), rng.randint(0, height - r)
+        ImageDraw.Draw(image).ellipse([x, y, x + r, y + r], fill=(rng.randint(0, 255), 240, 240))
         image.save(folder / f"p{i:06d}.jpg", quality=90)
 
 
-def config(data: Path, out: Path):
+def config(data: Path, out: Path, model: str = MODEL):
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    weights = str(WEIGHTS) if WEIGHTS.is_file() else "none"
-    return RunConfig(data=DataConfig(source=str(data), val_fraction=0.2), model=ModelConfig(MODEL, weights),
+    weights = str(WEIGHTS) if WEIGHTS.is_file() and model == MODEL else "none"
+    return RunConfig(data=DataConfig(source=str(data), val_fraction=0.2), model=ModelConfig(model, weights),
                      strategy="feature-extraction", epochs=1, out=str(out),
                      train=TrainConfig(augment="none", workers=-1))
 
 
-def child(mode: str, data: Path, out: Path) -> None:
+def window_child(data: Path, out: Path, model: str) -> None:
+    """The run trained from the real main window (offscreen): open the folder, set the configuration, press Start;
+    prints a JSON line with the time and the process's peak memory."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QEventLoop
+    from PySide6.QtWidgets import QApplication
+
+    from gui.main_window import MainWindow
+    from gui.settings import file_settings
+
+    app = QApplication.instance() or QApplication([])
+    home = Path(tempfile.mkdtemp(prefix="bench-long-window-"))
+    window = MainWindow(settings=file_settings(home / "settings.ini"), data_dir=home / "data")
+    window.ask_unsaved = lambda: "discard"
+    errors = []
+    window.show_error = lambda title, message, warning=True: errors.append(message)
+    window.resize(1280, 800)
+    window.show()
+
+    def wait(done, what: str, seconds: float = 7200) -> None:
+        end = time.monotonic() + seconds
+        while not done():
+            if errors:
+                raise SystemExit(f"the window said: {errors[-1]}")
+            if time.monotonic() > end:
+                raise SystemExit(f"timed out waiting for {what}")
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 100)  # a script driving the window
+
+    began = time.monotonic()
+    window.open_folder(data)
+    wait(lambda: window.project.dataset is not None and not window.data_page.scanning, "the scan")
+    scanned = time.monotonic() - began
+    window.project.set_config(config(data, out, model))
+    panel = window.training.train
+    panel.start()
+    wait(lambda: panel.last_result is not None, "the run")
+    result = panel.last_result
+    if result.status != "completed":
+        raise SystemExit(f"the window's run ended {result.status}: {result.error}")
+    row = {"seconds": time.monotonic() - began, "scan_seconds": scanned, "run_dir": result.run_dir,
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    window.shutdown()
+    print(json.dumps(row))
+
+
+def child(mode: str, data: Path, out: Path, model: str = MODEL) -> None:
     """One scenario in this process; prints a JSON line with its times and peak memory."""
     from engine import events as ev
     from engine.train.trainer import fit, resume
@@ -76,12 +129,12 @@ def child(mode: str, data: Path, out: Path) -> None:
 
     began = time.monotonic()
     if mode == "uninterrupted":
-        result = fit(config(data, out), listen)
+        result = fit(config(data, out, model), listen)
         assert result.status == "completed", result.error
         row = {"seconds": time.monotonic() - began, "pass": pass_rate}
     else:
         stop = threading.Event()
-        stopped = fit(config(data, out), lambda e: listen(e, stop, 0.6), stop)
+        stopped = fit(config(data, out, model), lambda e: listen(e, stop, 0.6), stop)
         assert stopped.status == "stopped", stopped.error
         first = time.monotonic() - began
         result = resume(stopped.run_dir, listen)
@@ -106,29 +159,60 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pictures", type=int, default=10_000)
     parser.add_argument("--out", default=str(REPO / "docs" / "long.md"))
-    parser.add_argument("--child", choices=("uninterrupted", "stop-resume"))
+    parser.add_argument("--repeats", type=int, default=1, help="alternated pairs of 1 (uninterrupted) and 2 (stopped)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory of 1 and of the window")
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--side", type=int, default=256, help="the pictures' width (height: three quarters)")
+    parser.add_argument("--child", choices=("uninterrupted", "stop-resume", "window"))
     parser.add_argument("--data")
     parser.add_argument("--runs")
     args = parser.parse_args()
+    if args.child == "window":
+        return window_child(Path(args.data), Path(args.runs), args.model)
     if args.child:
-        return child(args.child, Path(args.data), Path(args.runs))
+        return child(args.child, Path(args.data), Path(args.runs), args.model)
 
     work = Path(tempfile.mkdtemp(prefix="bench-long-"))
     data = work / "pictures"
-    make_pictures(data, args.pictures)
+    make_pictures(data, args.pictures, args.side)
     env = dict(os.environ, TRANSFER_STUDIO_CACHE=str(work / "cache-a"))
+    caches = iter(range(1000))
 
-    def scenario(mode: str, cache: str) -> dict:
-        env_s = dict(env, TRANSFER_STUDIO_CACHE=str(work / cache))
+    def scenario(mode: str) -> dict:
+        """One scenario in its own process, with an empty picture cache and frozen-output store of its own."""
+        env_s = dict(env, TRANSFER_STUDIO_CACHE=str(work / f"cache-{next(caches)}"))
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--data", str(data), "--runs",
-                               str(work / "runs")], cwd=REPO, env=env_s, capture_output=True, text=True)
+                               str(work / "runs"), "--model", args.model], cwd=REPO, env=env_s,
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{mode}: {row}", file=sys.stderr, flush=True)  # a run cut short keeps what it measured
+        return row
 
-    whole = scenario("uninterrupted", "cache-a")
-    broken = scenario("stop-resume", "cache-b")
-    pictures, seconds = whole["pass"][0]
+    what = (f"{args.pictures:,} pictures of {args.side}x{args.side * 3 // 4}, {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f} at the start, "
+            + ("MobileNetV2 ImageNet weights" if WEIGHTS.is_file() and args.model == MODEL else
+               f"{args.model}, random weights"))
+    if args.memory_only:
+        whole = scenario("uninterrupted")
+        window = scenario("window")
+        pictures, seconds = whole["pass"][0]
+        rows = [f"\n### {time.strftime('%Y-%m-%d')}: peak memory, {what}\n", "| measure | value |", "| --- | --- |",
+                f"| command line: feature extraction, 1 epoch (frozen pass of {pictures:,} pictures in {seconds:.0f} s) "
+                f"| {whole['seconds']:.0f} s, peak {whole['peak_mib']:.0f} MiB |",
+                f"| window: open the folder, then Start (same run) | {window['seconds']:.0f} s "
+                f"({window['scan_seconds']:.0f} s scanning), peak {window['peak_mib']:.0f} MiB |"]
+        return _write(args.out, rows)
+
+    wholes, brokens = [], []
+    for _ in range(args.repeats):  # alternated: uninterrupted, stopped-and-resumed, uninterrupted, ...
+        wholes.append(scenario("uninterrupted"))
+        brokens.append(scenario("stop-resume"))
+    whole, broken = wholes[0], brokens[0]
+    passes = [w["pass"][0] for w in wholes]
+    pictures = passes[0][0]
+    seconds = sum(s for _, s in passes) / len(passes)
     pass_rate = pictures / seconds
     run = whole["run_dir"]
     val = json.loads((Path(run) / "dataset.json").read_text())["samples"]
@@ -140,28 +224,42 @@ def main() -> None:
         target.mkdir(exist_ok=True)
         os.symlink(p, target / Path(p).name)
     ev_s, ev_mem = timed([sys.executable, "main.py", "evaluate", run], env)
+    print(f"evaluate: {ev_s:.0f} s, {ev_mem:.0f} MiB", file=sys.stderr, flush=True)
     pr_s, pr_mem = timed([sys.executable, "main.py", "predict", run, str(listing), "--csv", str(work / "p.csv")], env)
+    print(f"predict: {pr_s:.0f} s, {pr_mem:.0f} MiB", file=sys.stderr, flush=True)
+    window = scenario("window")
     n_val = len(val_paths)
-    ratio = broken["seconds"] / whole["seconds"]
+    mean_whole = sum(w["seconds"] for w in wholes) / len(wholes)
+    mean_broken = sum(b["seconds"] for b in brokens) / len(brokens)
+    ratio = mean_broken / mean_whole
+    each = lambda rows, key: " / ".join(f"{r[key]:.0f}" for r in rows)  # noqa: E731
     rows = [
-        f"\n### {time.strftime('%Y-%m-%d')}: {args.pictures:,} pictures, {os.cpu_count()} cores "
-        f"({'MobileNetV2 ImageNet weights' if WEIGHTS.is_file() else 'MobileNetV2, random weights'})\n",
+        f"\n### {time.strftime('%Y-%m-%d')}: {what}\n",
         "| measure | value |", "| --- | --- |",
-        f"| uninterrupted run (feature extraction, 1 epoch) | {whole['seconds']:.0f} s, peak {whole['peak_mib']:.0f} MiB |",
+        f"| uninterrupted run (feature extraction, 1 epoch) | {each(wholes, 'seconds')} s, peak "
+        f"{max(w['peak_mib'] for w in wholes):.0f} MiB |",
         f"| frozen pass ({pictures:,} pictures) | {seconds:.0f} s, {pass_rate:.0f} pictures/s |",
-        f"| stopped at 60 % of the frozen pass, then resumed | {broken['seconds']:.0f} s in all "
-        f"({broken['stopped_after']:.0f} s before the stop), peak {broken['peak_mib']:.0f} MiB |",
-        f"| resumed / uninterrupted | {ratio:.2f}x (aim: at most 1.1x) |",
+        f"| stopped at 60 % of the frozen pass, then resumed | {each(brokens, 'seconds')} s in all "
+        f"({each(brokens, 'stopped_after')} s before the stop), peak {max(b['peak_mib'] for b in brokens):.0f} MiB |",
+        f"| resumed / uninterrupted (alternated, {args.repeats} pair{'s' if args.repeats > 1 else ''}) | "
+        f"{ratio:.2f}x (aim: at most 1.1x) |",
         f"| evaluate ({n_val:,} validation pictures, command line, start to end) | {ev_s:.0f} s, "
         f"{n_val / ev_s:.0f} pictures/s = {n_val / ev_s / pass_rate:.2f}x the frozen pass, peak {ev_mem:.0f} MiB |",
         f"| predict ({n_val:,} pictures, command line, start to end) | {pr_s:.0f} s, {n_val / pr_s:.0f} pictures/s = "
         f"{n_val / pr_s / pass_rate:.2f}x the frozen pass, peak {pr_mem:.0f} MiB |",
+        f"| window: open the folder (scan, thumbnails), then Start (the same run) | {window['seconds']:.0f} s "
+        f"({window['scan_seconds']:.0f} s scanning), peak {window['peak_mib']:.0f} MiB |",
+        f"| command line: peak memory of the same run | {whole['peak_mib']:.0f} MiB |",
     ]
-    text = "\n".join(rows) + "\n"
-    print(text)
+    _write(args.out, rows)
+
+
+def _write(out_path: str, rows: list[str]) -> None:
     from engine.files import atomic_write_text
 
-    out = Path(args.out)
+    text = "\n".join(rows) + "\n"
+    print(text)
+    out = Path(out_path)
     before = out.read_text() if out.exists() else (
         "# Long work: the frozen pass stopped and resumed, evaluation and prediction speed, memory\n\n"
         "Rows written by `python bench/bench_long.py` (see its docstring for what each row measures).\n")

@@ -1,11 +1,13 @@
 """Screenshots of the Train step's learning-rate finder and training doctor (offscreen), on ants-vs-bees:
 
     docs/lr-finder.png         the finder's curve for MobileNetV2 feature extraction, its suggestion marked
-    docs/training-doctor.png   the doctor's verdicts on a run, each with its button
+    docs/training-doctor.png   the doctor's verdicts on a real short run, each with its button
 
-    python bench/screenshots_advice.py --run RUN_FOLDER [--out docs]
+    python bench/screenshots_advice.py [--epochs 3] [--out docs]
 
-RUN_FOLDER is any run (its verdicts are computed again and shown); the finder runs on the shared pictures.
+Both run on the shared pictures through the panel itself: the finder's button, then Start training (feature
+extraction for --epochs epochs, on the training thread, as a user would), and the verdicts the panel shows when the
+run ends.
 """
 
 from __future__ import annotations
@@ -26,21 +28,21 @@ WEIGHTS = SHARED / "weights" / "mobilenet_v2_in1k.safetensors"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the short run the doctor looks at")
     parser.add_argument("--out", default=str(REPO / "docs"))
     args = parser.parse_args()
+    from PySide6.QtCore import QEventLoop
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from engine.train.trainer import RunResult
     from gui.steps.train.panel import TrainPanel
 
     panel = TrainPanel()
     panel.resize(1280, 760)
     config = RunConfig(data=DataConfig(source=str(HYMENOPTERA)), model=ModelConfig("torchvision:mobilenet_v2",
-                       str(WEIGHTS)), strategy="feature-extraction", epochs=10, lr=0.001,
-                       train=TrainConfig(workers=0), out=str(Path(tempfile.gettempdir()) / "shots-runs"))
+                       str(WEIGHTS)), strategy="feature-extraction", epochs=args.epochs, lr=0.001,
+                       train=TrainConfig(workers=0), out=tempfile.mkdtemp(prefix="shots-runs-"))
     panel.set_config(config)
     panel.show()
     panel.find_lr()
@@ -49,9 +51,15 @@ def main() -> int:
     app.processEvents()
     out = Path(args.out)
     panel.grab().save(str(out / "lr-finder.png"))
-    panel.on_finished(RunResult("completed", args.run, None, None, 0, None))
+    panel.start()
+    while panel.last_result is None:
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 100)  # a script driving the window
     for _ in range(5):
         app.processEvents()
+    result = panel.last_result
+    if result.status != "completed":
+        raise SystemExit(f"the short run did not complete: {result.error}")
+    print(f"run {result.run_dir}: {result.epochs_completed} epochs, best {result.best_val_acc}", file=sys.stderr)
     panel.grab().save(str(out / "training-doctor.png"))
     panel.shutdown()
     print(f"written to {out / 'lr-finder.png'} and {out / 'training-doctor.png'}", file=sys.stderr)

@@ -5,12 +5,13 @@ to keep (the Layers step's per-stage bars with the suggested freeze point). Both
 from __future__ import annotations
 
 import html
+import math
 import os
 from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHBoxLayout, QHeaderView, QLabel,
                                QProgressBar, QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QToolTip,
                                QVBoxLayout, QWidget)
@@ -176,9 +177,13 @@ class SuggestionsDialog(QDialog):
 
 
 class StageBars(QWidget):
-    """One bar per stage (input on the left, head's side on the right), its height the stage's score; the stages up
-    to the freeze point in blue (kept as they are), the ones after it in orange (retrained), the freeze point
-    marked."""
+    """One bar per stage (input on the left, head's side on the right), its height the stage's score, its stage's
+    name under it (written upwards when the names are wider than the bars; every other one, or fewer, when even
+    that does not fit); the stages up to the freeze point in blue (kept as they are), the ones after it in orange
+    (retrained), the freeze point marked."""
+
+    TOP = 16  # room for the freeze point's caption
+    MAX_LABEL = 110  # the longest name drawn upwards, in pixels (longer ones are elided in the middle)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -190,10 +195,33 @@ class StageBars(QWidget):
 
     def set_scores(self, stages: list[tuple[str, float]], freeze: str | None) -> None:
         self.stages, self.freeze = list(stages), freeze
+        self.setMinimumHeight(90 + self._label_band(upright=True))
+        self.updateGeometry()
         self.update()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        return QSize(400, 110)
+        return QSize(400, 110 + self._label_band(upright=True))
+
+    def _upright(self) -> bool:
+        """True when the names are written upwards (one of them is wider than its bar)."""
+        if not self.stages:
+            return False
+        width = (self.width() - 8) / len(self.stages)
+        metrics = self.fontMetrics()
+        return max(metrics.horizontalAdvance(n) for n, _ in self.stages) + 4 > width
+
+    def _label_band(self, upright: bool | None = None) -> int:
+        """The height under the bars kept for the stages' names."""
+        if not self.stages:
+            return 0
+        font = self.font()
+        font.setBold(True)  # the freeze point's name is bold: the widest a name gets
+        metrics = QFontMetrics(font)
+        if upright is None:
+            upright = self._upright()
+        if not upright:
+            return metrics.height() + 4
+        return min(self.MAX_LABEL, max(metrics.horizontalAdvance(n) for n, _ in self.stages)) + 6
 
     def _geometry(self) -> list[QRectF]:
         if not self.stages:
@@ -201,32 +229,84 @@ class StageBars(QWidget):
         scores = [s for _, s in self.stages]
         low, high = min(scores), max(scores)
         span = (high - low) or 1.0
-        area = QRectF(self.rect()).adjusted(4, 16, -4, -4)
+        area = QRectF(self.rect()).adjusted(4, self.TOP, -4, -4 - self._label_band())
         width = area.width() / len(self.stages)
         rects = []
         for i, (_, score) in enumerate(self.stages):
-            height = area.height() * (0.15 + 0.85 * (score - low) / span)  # the lowest score still shows a stub
+            height = max(2.0, area.height() * (0.15 + 0.85 * (score - low) / span))  # the lowest still shows a stub
             rects.append(QRectF(area.left() + i * width + 1, area.bottom() - height, max(1.0, width - 2), height))
         return rects
+
+    def label_step(self) -> int:
+        """Every how many stages a name is written (1: all of them), so that the names never overlap."""
+        if not self.stages:
+            return 1
+        width = max(1.0, (self.width() - 8) / len(self.stages))
+        metrics = self.fontMetrics()
+        need = metrics.height() if self._upright() else max(metrics.horizontalAdvance(n) for n, _ in self.stages) + 4
+        return max(1, math.ceil(need / width))
+
+    def named_stages(self) -> list[int]:
+        """The stages whose names are written under their bars: every ``label_step()``-th one and the freeze point
+        (its neighbours left unnamed when the names would touch it)."""
+        names = [n for n, _ in self.stages]
+        if not names:
+            return []
+        step = self.label_step()
+        cut = names.index(self.freeze) if self.freeze in names else len(names) - 1
+        shown = set(range(0, len(names), step)) | {cut}
+        if step > 1:
+            shown -= {i for i in range(cut - step + 1, cut + step) if i != cut}
+        return sorted(shown)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         names = [n for n, _ in self.stages]
         cut = names.index(self.freeze) if self.freeze in names else len(names) - 1
-        for i, rect in enumerate(self._geometry()):
-            painter.fillRect(rect, KEEP_COLOUR if i <= cut else RETRAIN_COLOUR)
         rects = self._geometry()
+        for i, rect in enumerate(rects):
+            painter.fillRect(rect, KEEP_COLOUR if i <= cut else RETRAIN_COLOUR)
+        self._draw_names(painter, rects, names, cut)
         if rects and self.freeze in names:
             x = rects[cut].right() + 1
             painter.setPen(QPen(MARK_COLOUR, 2, Qt.PenStyle.DashLine))
-            painter.drawLine(int(x), 2, int(x), self.height() - 2)
+            painter.drawLine(int(x), 2, int(x), int(rects[cut].bottom()))
             painter.setPen(self.palette().text().color())
             text = f"freeze up to {self.freeze}"
             width = painter.fontMetrics().horizontalAdvance(text)
             left = x + 4 if x + 4 + width < self.width() else x - 4 - width
             painter.drawText(int(left), 12, text)
         painter.end()
+
+    def _draw_names(self, painter: QPainter, rects: list[QRectF], names: list[str], cut: int) -> None:
+        if not rects:
+            return
+        metrics = painter.fontMetrics()
+        upright = self._upright()
+        top = rects[0].bottom() + 3
+        for i in self.named_stages():
+            rect, name = rects[i], names[i]
+            bold = i == cut and self.freeze in names
+            font = painter.font()
+            font.setBold(bold)
+            painter.setFont(font)
+            painter.setPen(MARK_COLOUR if bold else self.palette().text().color())
+            if upright:
+                text = painter.fontMetrics().elidedText(name, Qt.TextElideMode.ElideMiddle, self.MAX_LABEL)
+                painter.save()
+                # Written upwards, ending just under the bar, centred on it.
+                painter.translate(rect.center().x() + metrics.ascent() / 2 - 1,
+                                  top + painter.fontMetrics().horizontalAdvance(text))
+                painter.rotate(-90)
+                painter.drawText(0, 0, text)
+                painter.restore()
+            else:
+                painter.drawText(QRectF(rect.left() - 2, top, rect.width() + 4, metrics.height()),
+                                 Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, name)
+        font = painter.font()
+        font.setBold(False)
+        painter.setFont(font)
 
     def stage_at(self, x: float) -> int | None:
         for i, rect in enumerate(self._geometry()):

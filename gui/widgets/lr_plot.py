@@ -10,8 +10,8 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from gui.widgets.plots import OKABE_ITO, _pen, _plain_numbers
 
-EMPTY = ("Find a learning rate: a short sweep of rates on your pictures (Smith's range test) shows where the loss "
-         "falls fastest. Press 'Find...' beside the learning rate.")
+EMPTY = ("Find a learning rate: a short sweep of rates on your pictures (Smith's range test) shows up to which rate "
+         "the loss keeps falling. Press 'Find...' beside the learning rate.")
 
 
 class LRPlot(QWidget):

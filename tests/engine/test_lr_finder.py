@@ -27,13 +27,52 @@ def test_the_finder_suggests_a_rate_inside_its_sweep(tiny_dataset, tmp_path, str
     assert list(finding.lrs) == sorted(finding.lrs)
 
 
-def test_the_suggestion_is_where_the_loss_falls_fastest():
+def _smoothed(losses):
+    """The finder's curve: an exponential moving average of the step losses, bias-corrected (as find_lr draws it)."""
+    from engine.advise.lr_finder import SMOOTHING
+
+    average, out = 0.0, []
+    for i, value in enumerate(losses):
+        average = SMOOTHING * average + (1 - SMOOTHING) * value
+        out.append(average / (1 - SMOOTHING ** (i + 1)))
+    return out
+
+
+def test_the_suggestion_is_the_end_of_the_descent_not_its_steepest_point():
     import numpy as np
 
-    lrs = np.logspace(-6, 0, 61)
-    # Flat, then a fall centred on 1e-3, then divergence.
-    losses = 2.0 - 1.5 / (1 + np.exp(-(np.log10(lrs) + 3) * 4)) + np.where(lrs > 0.1, (lrs - 0.1) * 30, 0)
-    assert 5e-4 < suggest(lrs, losses) < 2e-3
+    lrs = 1e-7 * (1e7) ** (np.arange(100) / 99)  # the finder's own 100 rates
+    x = np.log10(lrs)
+    # A long, slow descent (steepest around 3e-5), lowest at 3e-3, then a fast rise: what fine-tuning curves look like.
+    raw = 2.0 - 1.2 / (1 + np.exp(-(x + 4.5) * 1.5)) + np.where(x > np.log10(3e-3), (x - np.log10(3e-3)) ** 2 * 8, 0)
+    raw -= np.where(x <= np.log10(3e-3), 0.1 * np.exp(-((x - np.log10(3e-3)) ** 2) * 2), 0.1)
+    curve = _smoothed(raw)
+    low = lrs[int(np.argmin(curve))]
+    assert low > 3e-3  # the smoothing's delay drags the curve's lowest point to the right
+    lr = suggest(lrs, curve)
+    # The last stretch of the descent, at most a few times below the loss's lowest point; well above the steepest
+    # fall of the smoothed curve (1.1e-4: fastai's "steep" rule, the finder's old one), which leaves progress unused.
+    assert 3e-3 / 4 < lr <= 3e-3 and lr < low
+
+
+def test_a_short_descent_never_suggests_a_rate_below_the_steepest_fall():
+    import numpy as np
+
+    lrs = np.logspace(-7, 0, 100)
+    x = np.log10(lrs)
+    # Flat until 1e-3, a steep fall around 3e-3, then divergence a few steps later.
+    raw = 2.0 - 1.5 / (1 + np.exp(-(x - np.log10(3e-3)) * 12)) + np.where(x > -2, (x + 2) * 6, 0)
+    curve = np.array(_smoothed(raw))
+    start, low = 10, int(np.argmin(curve))
+    steepest = start + int(np.argmin(np.gradient(curve[start:low + 1], np.log(lrs[start:low + 1]))))
+    assert suggest(lrs, curve) == lrs[steepest]
+
+
+def test_a_curve_that_never_falls_gives_a_tenth_of_its_lowest_point():
+    import numpy as np
+
+    lrs = np.logspace(-7, 0, 50)
+    assert suggest(lrs, np.linspace(1.0, 3.0, 50)) == pytest.approx(lrs[0] / 10)
 
 
 def test_with_lr_resolves_the_phases_again():

@@ -140,3 +140,36 @@ def test_compare_with_training_from_scratch_states_what_transfer_gained(qtbot, t
     history.select([1 - original])
     assert not history.scratch_button.isEnabled()
     panel.shutdown()
+
+
+def _ink_below_bars(bars) -> int:
+    """Pixels under the bars that are not the background: the stages' names."""
+    image = bars.grab().toImage()
+    background = image.pixelColor(1, image.height() - 1)
+    top = int(bars._geometry()[0].bottom()) + 2
+    return sum(1 for y in range(top, image.height()) for x in range(0, image.width(), 2)
+               if image.pixelColor(x, y) != background)
+
+
+@pytest.mark.parametrize("width", [1180, 200])
+def test_each_stage_bar_names_its_stage(qtbot, width):
+    from gui.widgets.advice import StageBars
+
+    bars = StageBars()
+    qtbot.addWidget(bars)
+    names = [f"features.{i}" for i in range(19)]
+    bars.set_scores([(n, i * 0.1) for i, n in enumerate(names)], "features.15")
+    bars.resize(width, bars.sizeHint().height())
+    bars.show()
+    qtbot.waitExposed(bars)
+    rects = bars._geometry()
+    assert rects[0].bottom() < bars.height() - 40  # room kept under the bars for the names
+    assert _ink_below_bars(bars) > 200  # and they are drawn there
+    shown = bars.named_stages()
+    assert 15 in shown  # the freeze point's stage is always named
+    if width >= 1000:
+        assert shown == list(range(19))  # wide enough: every bar names its stage (written upwards)
+    else:  # narrow: every other one or fewer, never two names closer than a line
+        gaps = [b - a for a, b in zip(shown, shown[1:])]
+        step = bars.label_step()
+        assert step > 1 and min(gaps) >= step and len(shown) >= 19 // (2 * step)

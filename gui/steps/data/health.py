@@ -17,7 +17,7 @@ MAX_ROWS = 8  # the list of left-out files shows this many rows before it scroll
 
 # Advice that makes training worse or impossible; anything else is for information.
 ATTENTION = frozenset({"few-images", "missing-in-train", "imbalance", "no-validation", "missing-in-val", "unreadable",
-                       "empty-class"})
+                       "empty-class", "small-pictures"})
 TITLES = {
     "few-images": "Few pictures",
     "missing-in-train": "No training pictures",
@@ -28,6 +28,7 @@ TITLES = {
     "outside-class": "Pictures outside classes",
     "duplicate-path": "Repeated rows",
     "unreadable": "Unreadable files",
+    "small-pictures": "Pictures smaller than the model's input",
 }
 
 
@@ -81,13 +82,24 @@ class HealthPanel(QWidget):
         layout.addWidget(self.skipped)
         layout.addStretch(0)
         self.items: list[tuple[str, str]] = []  # (kind, message) shown, for tests and the status line
+        self.model, self.index = "", None  # the project's model: its input size decides the small-pictures advice
         self.set_dataset(None)
 
     @property
     def attention_count(self) -> int:
         return sum(1 for kind, _ in self.items if kind in ATTENTION)
 
-    def set_dataset(self, index: DatasetIndex | None) -> None:
+    def set_model(self, model: str) -> None:
+        """The project's model (another one may change the small-pictures advice)."""
+        if model != self.model:
+            self.model = model
+            if self.index is not None:
+                self.set_dataset(self.index)
+
+    def set_dataset(self, index: DatasetIndex | None, model: str | None = None) -> None:
+        from engine.advise.picture_size import small_pictures_for
+
+        self.index, self.model = index, (self.model if model is None else model)
         while self.advice_layout.count():
             item = self.advice_layout.takeAt(0)
             if item.widget() is not None:
@@ -103,7 +115,9 @@ class HealthPanel(QWidget):
             self.skipped.hide()
             return
         health = index.health
-        self.items = [(a.kind, a.message) for a in health.advice]
+        small = small_pictures_for(index, self.model)
+        found = list(health.advice) + ([small] if small is not None else [])
+        self.items = [(a.kind, a.message) for a in found]
         attention = self.attention_count
         if attention:
             self.summary_icon.setPixmap(style.icon("warning").pixmap(22, 22))
@@ -111,8 +125,8 @@ class HealthPanel(QWidget):
         else:
             self.summary_icon.setPixmap(style.icon("ok").pixmap(22, 22))
             self.summary.setText("No problems found: the pictures are ready for training.")
-        self.advice_scroll.setVisible(bool(health.advice))
-        for advice in sorted(health.advice, key=lambda a: a.kind not in ATTENTION):
+        self.advice_scroll.setVisible(bool(found))
+        for advice in sorted(found, key=lambda a: a.kind not in ATTENTION):
             self.advice_layout.addWidget(_AdviceRow(advice.kind, advice.message))
         self.advice_layout.addStretch(1)
 

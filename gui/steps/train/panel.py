@@ -78,7 +78,7 @@ class TrainSettings(QWidget):
                            "Lower it if the loss jumps around or becomes NaN.")
         self.find_lr = QPushButton("Find...")
         self.find_lr.setToolTip("Try a range of learning rates on your pictures for a few seconds (Smith's range "
-                                "test) and suggest the one where the loss falls fastest.")
+                                "test) and suggest the one where the loss was lowest.")
         self.batch = QSpinBox(minimum=0, maximum=1024)
         self.batch.setSpecialValueText("Automatic")
         self.batch.setToolTip("Pictures per learning step. Automatic chooses for your computer (and takes fewer at "
