@@ -10,8 +10,12 @@
     python main.py models [FILTER]                   the model catalogue
     python main.py evaluate RUN [--data DIR] [--json]            metrics, confusion matrix, mistakes, calibration
     python main.py predict RUN PATH... [--csv FILE] [--top K]    predict pictures and folders
-    python main.py export RUN --format bundle|onnx|torchscript [--out DIR]
+    python main.py export RUN --format bundle|onnx|torchscript|onnx-int8 [--out DIR]
+    python main.py distill RUN --student MODEL --weights W [--epochs N] [--pool DIR] [--out DIR]
     python main.py advise --data DIR [--model M --weights W ...] [--json]   which model, where to freeze
+    python main.py drift RUN FOLDER [--json]         are new pictures still like the training pictures?
+    python main.py adapt RUN --data FOLDER [--method adabn|tent] [--out DIR]   adapt to new pictures without labels
+    python main.py suggest RUN --pool DIR [--n 20] [--json]       which unlabelled pictures to label next
     python main.py check [--json]                    this computer: Python, PyTorch, CUDA, GPUs, disk, weights
     python main.py pack-offline --out DIR [--weights FILE|MODEL ...]   an install kit for a computer without network
     python main.py PROJECT.tsproj                    open the window with this project
@@ -92,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "picture and draw the split")
     train.add_argument("--out", help="folder for run folders (default: runs)")
     train.add_argument("--name", help="label for the run folder")
+    train.add_argument("--tasks", metavar="A,B", help="multi-task: the CSV columns to learn, one head each (default: "
+                       "every column but path and split)")
+    train.add_argument("--task-weights", metavar="A=W,B=W", help="each task's weight in the loss (default: equal)")
+    train.add_argument("--task-weighting", choices=("fixed", "uncertainty"), help="fixed: the task weights; "
+                       "uncertainty: learn them (Kendall et al. 2018)")
+    train.add_argument("--lora-rank", type=int, metavar="R", help="strategy lora: how many directions each adapted "
+                       "layer may change in (default 8; higher learns more, stores more)")
+    train.add_argument("--lora-alpha", type=float, metavar="A", help="strategy lora: the adapters' strength "
+                       "(scale alpha/rank; default 16, twice the rank is usual)")
+    train.add_argument("--lora-stages", metavar="S,S", help="strategy lora: the stages that get adapters (default: "
+                       "every stage; see the stage names in the Layers step or a run's model.json)")
 
     scan = sub.add_parser("scan", help="dataset summary and health report")
     scan.add_argument("data", help="a folder or a CSV of path,label")
@@ -100,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--split", choices=("auto", "random"), default="auto",
                       help="auto: the data's own train/val split when it has one; random: draw it")
     scan.add_argument("--seed", type=int, default=0)
+    scan.add_argument("--data-setting", action="append", metavar="NAME=VALUE",
+                      help="how lab pictures are read, as in config.toml's [data] (repeatable): dicom_frames, "
+                      "dicom_window, stretch, stretch_low, stretch_high, channels, slide_tile, slide_magnification, "
+                      "slide_tissue")
 
     doctor = sub.add_parser("doctor", help="likely wrong labels, duplicates and leakage, suspicious pictures",
                             description="Look for the mistakes in a dataset that still open as pictures: likely wrong "
@@ -137,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--heatmaps", metavar="DIR", help="also save each picture (at most 1024 pixels wide or "
                          "high) with its heat map (class-activation map) laid over it into this folder")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    predict.add_argument("--unknown", action="store_true", help="answer 'unknown' instead of a class for pictures "
+                         "unlike the training pictures (those whose ood_score is over the run's threshold)")
+    predict.add_argument("--no-flag", action="store_true", help="do not score how unlike the training pictures "
+                         "each picture is (no ood_score and in_domain columns)")
+    _add_shift_parsers(sub)  # drift, adapt (engine.shift)
 
     advise = sub.add_parser("advise", help="which model and where to freeze: scores from your pictures, no training",
                             description="Score models on a sample of your pictures without training (LogME): "
@@ -157,8 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Export a run's model, check it against PyTorch on validation pictures, "
                             "and write model.json and MODEL_CARD.md beside it.")
     export.add_argument("run", help="a run folder")
-    export.add_argument("--format", required=True, choices=("bundle", "onnx", "torchscript"))
+    export.add_argument("--format", required=True, choices=("bundle", "onnx", "torchscript", "onnx-int8"))
     export.add_argument("--out", metavar="DIR", help="folder to export into (default: RUN/export)")
+
+    distill = sub.add_parser("distill", help="distil a finished run into a smaller model (prints the new run folder)",
+                             epilog=EXIT_CODES_HELP, description="Train a student model on a finished run's pictures "
+                             "with the run's model as its teacher (soft targets and labels); the new run folder is "
+                             "printed on the last line, after the teacher-vs-student table.")
+    distill.add_argument("run", help="the teacher: a finished run folder")
+    distill.add_argument("--student", required=True, metavar="MODEL", help="the student, e.g. timm:mobilenetv2_050")
+    distill.add_argument("--weights", required=True, metavar="W", help="pretrained, none, or a weight file")
+    distill.add_argument("--epochs", type=int, help="epochs (default: the teacher's)")
+    distill.add_argument("--pool", metavar="DIR", help="a folder of unlabelled pictures the teacher labels too")
+    distill.add_argument("--out", metavar="DIR", help="parent folder of the new run (default: the teacher's)")
+    distill.add_argument("--temperature", type=float, help="softens the outputs (default 4)")
+    distill.add_argument("--soft-weight", type=float, help="share of the teacher's soft targets in the loss, 0-1 "
+                         "(default 0.7; the labels get the rest)")
 
     check = sub.add_parser("check", help="check this computer: versions, GPUs, disk, offline mode, weights",
                            description="Check this computer: Python, PyTorch and CUDA versions, each GPU (memory, "
@@ -177,6 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--weights", nargs="+", default=[], metavar="FILE|MODEL",
                       help="weight files to include (FILE, or FILE=timm:<name> to say its model), or model names "
                            "(timm:resnet18) for their pretrained weights (from this computer, else downloaded)")
+    suggest = sub.add_parser("suggest", help="which unlabelled pictures to label next (most helpful first)",
+                             description="Rank the pictures of a pool folder by how much labelling each would help "
+                             "the run's model: its uncertainty, balanced with diversity so that the suggestions are "
+                             "not near-copies of each other. Prints the paths, most helpful first.")
+    suggest.add_argument("run", help="a run folder")
+    suggest.add_argument("--pool", required=True, metavar="DIR", help="the folder of pictures still to label")
+    suggest.add_argument("--n", type=int, default=20, help="how many pictures to suggest (default 20)")
+    suggest.add_argument("--json", action="store_true",
+                         help='print [{"path", "score", "predicted", "confidence"}, ...] as JSON')
+    suggest.add_argument("--labels", metavar="CSV", help="a labels CSV (path,label): pictures answered there are not "
+                         "suggested again, and the labelled ones count as already labelled")
+    suggest.add_argument("--uncertainty", choices=("margin", "entropy"), default="margin")
+    suggest.add_argument("--seed", type=int, default=0, help="breaks ties; the same seed gives the same suggestions")
+    suggest.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     return parser
 
 
@@ -209,6 +261,11 @@ def config_from_args(args) -> "RunConfig":
     }.items() if v is not None}
     if "weights" not in model and not args.config:
         model["weights"] = "pretrained"
+    from engine.train.multitask import with_cli_options  # --tasks ..., --lora-... (issue #17)
+
+    config = with_cli_options(config, tasks=args.tasks, task_weights=args.task_weights,
+                              task_weighting=args.task_weighting, lora_rank=args.lora_rank,
+                              lora_alpha=args.lora_alpha, lora_stages=args.lora_stages)
     return dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, **data),
@@ -343,7 +400,11 @@ def cmd_scan(args) -> int:
         if sys.stderr.isatty():
             print(f"\rChecking pictures {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    index = scan(args.data, val_fraction=args.val_fraction, seed=args.seed, split=args.split, on_progress=progress)
+    from engine.data.formats.settings import from_pairs
+    from engine.data.scan import format_lines
+
+    index = scan(args.data, val_fraction=args.val_fraction, seed=args.seed, split=args.split, on_progress=progress,
+                 formats=from_pairs(args.data_setting))
     if sys.stderr.isatty():
         print(file=sys.stderr)
     counts = index.counts()
@@ -357,6 +418,8 @@ def cmd_scan(args) -> int:
         for c in index.classes:
             print(c.ljust(width) + "".join(str(counts[s][c]).rjust(8) for s in splits))
         for line in index.health.lines():
+            print(line)
+        for line in format_lines(index):  # how many of each format were read, with which settings
             print(line)
     sizes = " / ".join(f"{sum(counts[s].values())} {s}" for s in splits)
     unreadable = len(index.health.unreadable)
@@ -520,6 +583,8 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(evaluation.to_dict(), indent=2, ensure_ascii=False))
     else:
         classes = evaluation.classes
+        for task, ev in evaluation.tasks.items():  # several tasks: each in a line, the first in detail below
+            print(f"Task {task}: " + "; ".join(s.summary() for s in ev.splits.values()))
         print(f"Run: {evaluation.run_dir} ({evaluation.model})"
               + (f"; pictures from {evaluation.data}" if evaluation.data != "run" else ""))
         for split in evaluation.splits.values():
@@ -565,8 +630,21 @@ def cmd_predict(args) -> int:
     if args.top < 1:
         raise UserError("--top must be at least 1.")
     bundle = load_run_model(args.run, args.device)
-    rows = _with_stop(lambda stop: predict_paths(bundle, args.paths, top_k=args.top,
-                                                 on_progress=_Counted("Predicting pictures"), stop=stop))
+    if bundle.info.get("tasks"):  # several tasks: a class and a confidence per task (engine.results.multitask)
+        from engine.results import multitask as mt
+
+        rows = _with_stop(lambda stop: mt.predict_tasks(bundle, args.paths, on_progress=_Counted("Predicting"),
+                                                        stop=stop))
+        _end_progress()
+        if not any(r.error is None for r in rows):
+            raise UserError(f"None of the {len(rows)} pictures could be predicted ({rows[0].path}: {rows[0].error})")
+        if args.csv:
+            print(f"Predictions written to {mt.write_task_csv(rows, args.csv, mt.tasks_of_bundle(bundle))}.")
+        print("\n".join(mt.prediction_lines(rows if not args.csv else [r for r in rows if r.error])))
+        return 0
+    flagged = _shift_predict(args, bundle)  # engine.shift: with ood_score and in_domain, unless --no-flag
+    rows = flagged if flagged is not None else _with_stop(lambda stop: predict_paths(
+        bundle, args.paths, top_k=args.top, on_progress=_Counted("Predicting pictures"), stop=stop))
     _end_progress()
     good = [r for r in rows if r.error is None]
     if not good:
@@ -580,7 +658,9 @@ def cmd_predict(args) -> int:
         elif not args.csv:
             others = ", ".join(f"{c} {p:.3f}" for c, p in r.top[1:])
             truth = "" if r.correct is None else f" [true class {r.true_class}: {'right' if r.correct else 'wrong'}]"
-            print(f"{r.path}: {r.class_name} {r.confidence:.3f}" + (f" ({others})" if others else "") + truth)
+            flag = "" if r.in_domain is not False else f" [unlike the training pictures: {r.ood_score:.1f}]"
+            confidence = "" if r.confidence is None else f" {r.confidence:.3f}"
+            print(f"{r.path}: {r.class_name}{confidence}" + (f" ({others})" if others else "") + truth + flag)
     maps = 0
     if args.heatmaps:
         from engine.results.cam import overlay
@@ -593,10 +673,16 @@ def cmd_predict(args) -> int:
         except OSError as exc:
             raise UserError(f"The folder {folder} cannot be created ({exc.strerror or exc}).") from None
         used: set[str] = set()
+        from engine.results.slide_maps import slide_heat_map
+        from engine.results.slides import is_slide_path
+
         for r in good:
-            image = load_rgb(r.path)
-            image.thumbnail((HEATMAP_SIDE, HEATMAP_SIDE))  # a view, not an archive: keeps huge pictures cheap
-            picture = overlay(image, heat_map(bundle, image, r.class_index).cam)
+            if is_slide_path(r.path):  # a whole slide: its tiles' scores on the slide's grid
+                picture = slide_heat_map(bundle, r.path, r.class_index).picture()
+            else:
+                image = load_rgb(r.path)
+                image.thumbnail((HEATMAP_SIDE, HEATMAP_SIDE))  # a view, not an archive: keeps huge pictures cheap
+                picture = overlay(image, heat_map(bundle, image, r.class_index).cam)
             name = f"{Path(r.path).stem}-{r.class_name}-heatmap"
             while name in used:  # pictures of the same name in different folders
                 name += "+"
@@ -604,6 +690,8 @@ def cmd_predict(args) -> int:
             target = folder / f"{name}.png"
             atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
             maps += 1
+    if flagged is not None and _flag_words(rows):  # its own line: the last one keeps its fixed form
+        print(f"{_flag_words(rows)[0].upper()}{_flag_words(rows)[1:]}.")
     line = summary_line(rows, unreadable_always=True)
     if args.csv:
         line += f"; CSV written to {csv_path}"
@@ -618,11 +706,33 @@ def cmd_export(args) -> int:
 
     print(f"Exporting {args.run} as {FORMAT_NAMES[args.format]} and checking it against PyTorch ...",
           file=sys.stderr, flush=True)
+    _shift_before_export(args.run)  # the OOD statistics travel with the export (engine.shift.ood)
     result = _with_stop(lambda stop: export_run(args.run, args.format, args.out, stop=stop))
     for path in result.files:
         print(f"wrote {path}", file=sys.stderr)
     print(result.summary())
     return 0
+
+
+def cmd_distill(args) -> int:
+    from engine.edge.distill import distill, distill_config, table_lines
+
+    config = distill_config(args.run, args.student, args.weights, epochs=args.epochs, pool=args.pool, out=args.out,
+                            temperature=args.temperature, soft_weight=args.soft_weight)
+    done = _with_stop(lambda stop: distill(config, ConsoleReporter(sys.stderr), stop), "Stopping after this batch")
+    result = done.run
+    for line in table_lines(done.table) if done.table else []:
+        print(line)
+    if result.status == "failed":
+        print(f"error: {result.error}", file=sys.stderr)
+        if not result.run_dir:
+            return EXIT_BAD_INPUT
+        print(f"failed after {_plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
+        return EXIT_FAILED
+    best = f"{result.best_val_acc:.3f} at epoch {result.best_epoch}" if result.best_val_acc is not None else "none"
+    print(f"{result.status}: {_plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
+          f"{result.run_dir}")
+    return EXIT_STOPPED if result.status == "stopped" else EXIT_COMPLETED
 
 
 def cmd_advise(args) -> int:
@@ -679,6 +789,32 @@ def cmd_advise(args) -> int:
 # --- check, pack-offline ----------------------------------------------------------------------------------------
 
 
+def cmd_suggest(args) -> int:
+    from engine.active import read_labels, scan_pool, suggest
+    from engine.errors import UserError
+
+    if args.n < 1:
+        raise UserError("--n must be at least 1.")
+    labels = read_labels(args.labels) if args.labels else None
+    print(f"Reading the pool folder {args.pool} ...", file=sys.stderr, flush=True)
+    pool = scan_pool(args.pool, on_progress=_progress("Checking pictures"))
+    _end_progress()
+    for line in pool.health.lines() if pool.health.advice else []:
+        print(line, file=sys.stderr)
+    found = _with_stop(lambda stop: suggest(args.run, pool.paths, args.n, labels=labels, seed=args.seed,
+                                            kind=args.uncertainty, device=args.device,
+                                            on_progress=_Counted("Looking at pictures"), stop=stop))
+    _end_progress()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in found.suggestions], indent=2, ensure_ascii=False))
+        return 0
+    for s in found.suggestions:
+        print(f"{s.path}\tscore {s.score:.3f}\tguess {s.predicted} {s.confidence:.2f}")
+    print(f"{_plural(len(found.suggestions), 'suggestion')} from {_plural(len(found.outputs.paths), 'picture')} "
+          "still to label, most helpful first", file=sys.stderr)
+    return 0
+
+
 def cmd_check(args) -> int:
     from engine.check import check_computer
 
@@ -697,6 +833,140 @@ def cmd_pack_offline(args) -> int:
     weights = f", {_plural(len(kit.weights), 'weight file')}" if kit.weights else ""
     print(f"Offline kit for Python {kit.python}: {_plural(kit.wheels, 'wheel')}{weights}, {kit.size_mb:,.0f} MB, "
           f"checked to install without a network: {kit.folder} (install.sh or install.bat there)")
+    return 0
+
+
+# --- drift, adapt (engine.shift: pictures unlike the training pictures) -----------------------------------------
+
+
+def _add_shift_parsers(sub) -> None:
+    drift = sub.add_parser("drift", help="are new pictures still like the training pictures? (a drift report)",
+                           description="Compare a folder of new pictures with the pictures a run was trained on: "
+                           "the share flagged as unlike the training pictures (about 5 %% expected), how well a "
+                           "classifier tells them apart, and how the predicted class mix moved.")
+    drift.add_argument("run", help="a run folder or an exported bundle folder")
+    drift.add_argument("folder", help="the folder of new pictures (sub-folders too)")
+    drift.add_argument("--json", action="store_true", help="print the report as JSON")
+    drift.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    adapt = sub.add_parser("adapt", help="adapt a run's model to new pictures without labels (prints the new run "
+                           "folder)", epilog=EXIT_CODES_HELP,
+                           description="Re-estimate the model's BatchNorm statistics on unlabelled new pictures "
+                           "(AdaBN), optionally tuning them by entropy minimisation (TENT), and write the result as "
+                           "a new run folder linked to its parent. Refused, with the reason, when the pictures show "
+                           "no drift or, when their folders name their classes, when it would make the model worse.")
+    adapt.add_argument("run", help="a run folder")
+    adapt.add_argument("--data", required=True, metavar="FOLDER", help="the folder of new pictures")
+    adapt.add_argument("--method", choices=("adabn", "tent"), default="adabn")
+    adapt.add_argument("--out", metavar="DIR", help="folder for the new run folder (default: beside the run)")
+    adapt.add_argument("--force", action="store_true", help="adapt even when the measurements say it will not help")
+    adapt.add_argument("--json", action="store_true", help="also print the outcome as JSON (before the last line)")
+    adapt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def _ood_of(bundle, what: str = "Measuring the training pictures (once per run)"):
+    from engine.shift.ood import ensure
+
+    return _with_stop(lambda stop: ensure(bundle, on_progress=_Counted(what), stop=stop))
+
+
+def _shift_predict(args, bundle):
+    """predict's rows with ood_score and in_domain (engine.shift.ood), or None when not scored."""
+    from engine.errors import UserError
+    from engine.shift.ood import predict_paths as predict_flagged
+
+    if args.no_flag:
+        if args.unknown:
+            raise UserError("--unknown needs the flag: leave out --no-flag.")
+        return None
+    ood = _ood_of(bundle)
+    _end_progress()
+    if ood is None:
+        if args.unknown:
+            raise UserError(f"{bundle.source} carries no statistics of its training pictures, so pictures unlike "
+                            "them cannot be told: export the model again from its run folder.")
+        print(f"note: {bundle.source} carries no statistics of its training pictures: no ood_score column (export "
+              "it again from its run folder).", file=sys.stderr)
+        return None
+    rows = _with_stop(lambda stop: predict_flagged(bundle, args.paths, ood, top_k=args.top, unknown=args.unknown,
+                                                   on_progress=_Counted("Predicting pictures"), stop=stop))
+    _end_progress()
+    return rows
+
+
+def _flag_words(rows) -> str:
+    from engine.shift.ood import flag_words
+
+    return flag_words(rows)
+
+
+def _shift_before_export(run) -> None:
+    """Fit the run's OOD statistics before an export, so that they travel with it; a note when they cannot be."""
+    from engine.errors import Stopped, UserError
+    from engine.results.predict import load_run_model
+
+    try:
+        bundle = load_run_model(run, device="cpu")
+        if bundle.kind == "run" and not bundle.info.get("tasks"):
+            _ood_of(bundle)
+            _end_progress()
+    except Stopped:
+        raise
+    except UserError as exc:
+        print(f"note: the export carries no statistics for pictures unlike the training ones ({exc})",
+              file=sys.stderr)
+
+
+def cmd_drift(args) -> int:
+    from engine.errors import UserError
+    from engine.results.predict import load_run_model
+    from engine.shift.drift import drift_report
+
+    bundle = load_run_model(args.run, args.device)
+    ood = _ood_of(bundle)
+    _end_progress()
+    if ood is None:
+        raise UserError(f"{bundle.source} carries no statistics of its training pictures: give its run folder, or "
+                        "export it again from the run folder.")
+    report = _with_stop(lambda stop: drift_report(bundle, args.folder, ood, stop=stop,
+                                                  on_progress=_Counted("Measuring the new pictures")))
+    _end_progress()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    d = report.to_dict()
+    print(f"Run: {report.run}; pictures: {report.folder}")
+    print(f"  flagged as unlike the training pictures: {report.flagged} of {report.pictures} "
+          f"({100 * report.flagged_share:.1f} %; about {100 * report.expected_share:.0f} % expected; chance of this "
+          f"many or more: {report.p_value:.2g})")
+    if report.domain_auc is not None:
+        print(f"  domain classifier AUC: {report.domain_auc:.3f} (0.5: indistinguishable, 1: entirely different)")
+    print("  predicted class mix (validation -> new): " + ", ".join(
+        f"{c} {100 * v['reference']:.0f} % -> {100 * v['new']:.0f} %" for c, v in d["class_mix"].items()))
+    if report.unreadable:
+        print(f"  {_plural(report.unreadable, 'picture')} could not be read and were left out")
+    print(report.sentence())
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    from engine.shift.adapt import adapt_run
+
+    print(f"Adapting {args.run} to the pictures in {args.data} ({args.method}) ...", file=sys.stderr, flush=True)
+    state = {"what": None, "progress": None}
+
+    def progress(what: str, done: int, total: int) -> None:
+        if state["what"] != what:
+            _end_progress() if state["what"] else None
+            state["what"], state["progress"] = what, _Counted(what)
+        state["progress"](done, total)
+
+    result = _with_stop(lambda stop: adapt_run(args.run, args.data, args.method, args.out, force=args.force,
+                                               device=args.device, on_progress=progress, stop=stop))
+    _end_progress()
+    print(result.sentence())
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    print(result.run_dir)
     return 0
 
 
@@ -729,8 +999,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import Stopped, UserError
 
     commands = {"train": cmd_train, "scan": cmd_scan, "doctor": cmd_doctor, "models": cmd_models, "evaluate": cmd_evaluate,
-                "predict": cmd_predict, "export": cmd_export, "advise": cmd_advise,
-                "check": cmd_check, "pack-offline": cmd_pack_offline}
+                "predict": cmd_predict, "export": cmd_export, "advise": cmd_advise, "distill": cmd_distill,
+                "check": cmd_check, "pack-offline": cmd_pack_offline, "suggest": cmd_suggest,
+                "drift": cmd_drift, "adapt": cmd_adapt}
     try:
         return commands[args.command](args)
     except Stopped as exc:  # Ctrl-C: the work stopped cleanly at its next check

@@ -19,7 +19,7 @@ from engine.errors import ConfigError
 
 FORMAT_VERSION = 1
 
-STRATEGIES = ("feature-extraction", "fine-tune-shallow", "fine-tune-deep", "progressive", "lp-ft", "custom")
+STRATEGIES = ("feature-extraction", "fine-tune-shallow", "fine-tune-deep", "progressive", "lp-ft", "custom", "lora")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 SPLIT_MODES = ("auto", "random")
@@ -43,6 +43,24 @@ class DataConfig:
     # a decision never moves another picture between training and validation.
     exclude: tuple[str, ...] = ()
     relabel: Mapping[str, str] = field(default_factory=dict)
+    # Multi-task (engine.train.multitask): the CSV columns to learn, each a task; empty: every column of a CSV
+    # other than path and split (one column: the usual single task).
+    tasks: tuple[str, ...] = ()
+    # Lab pictures (engine.data.formats; the defaults change nothing for JPEG and PNG folders): multi-frame DICOM as
+    # its middle frame or every frame; the DICOM window from the file (automatic when none) or always automatic;
+    # 16-bit and float pictures stretched between two percentiles of each picture or of the whole dataset; more than
+    # three channels shown as "rgb" (the first three), three chosen ones ("3,2,1", from 1) or "all" into the model;
+    # whole-slide pictures cut into tiles (pixels) at a magnification (0 = full resolution), keeping tiles with at
+    # least this fraction of tissue.
+    dicom_frames: str = "middle"
+    dicom_window: str = "file"
+    stretch: str = "picture"
+    stretch_low: float = 0.5
+    stretch_high: float = 99.5
+    channels: str = "rgb"
+    slide_tile: int = 512
+    slide_magnification: float = 0.0
+    slide_tissue: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,30 @@ class TrainConfig:
     # A head that trains alone on stored outputs is first solved to convergence (L-BFGS, L2 strength chosen on the
     # validation pictures: engine.train.headfit); the epochs continue from it.
     fit_head: bool = True
+    # Multi-task: each task's weight in the summed loss (a task not listed: 1); "uncertainty" learns the weights
+    # instead (Kendall et al. 2018). See engine.train.multitask.
+    task_weights: Mapping[str, float] = field(default_factory=dict)
+    task_weighting: str = "fixed"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The ``lora`` strategy's adapters (engine.train.lora): rank = directions each adapted layer may change in,
+    alpha = their strength (scale alpha / rank); ``stages``: the stages that get adapters (empty: every one)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    stages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (engine.edge.distill): a finished run teaches this one. Empty ``teacher``: off."""
+
+    teacher: str = ""  # the teacher's run folder
+    temperature: float = 4.0  # softens both models' outputs before they are compared (Hinton et al., 2015)
+    soft_weight: float = 0.7  # the share of the teacher's soft targets in the loss; the labels get the rest
+    pool: str = ""  # optional folder of unlabelled pictures: the teacher labels them (soft targets only)
 
 
 @dataclass(frozen=True)
@@ -108,6 +150,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs"  # parent folder of the run folders
     name: str = ""  # optional label for the run folder
+    # A run made by adapting another run's model to new pictures without labels (engine.shift.adapt): the parent
+    # run folder, the folder of new pictures, and the method (adabn or tent); empty for a trained run.
+    adapted_from: str = ""
+    adapted_data: str = ""
+    adapted_method: str = ""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     version: int = FORMAT_VERSION
 
     def validate(self) -> "RunConfig":
@@ -132,6 +181,13 @@ class RunConfig:
              "The validation and test fractions must add up to less than 1."),
             (self.data.split in SPLIT_MODES, f"Unknown split '{self.data.split}': choose auto (the data's own "
              "split when it has one) or random."),
+            (self.lora.rank >= 1 and self.lora.alpha > 0, "LoRA's rank must be a whole number of at least 1 and "
+             "its alpha a positive number (rank 8, alpha 16 are usual)."),
+            (self.train.task_weighting in ("fixed", "uncertainty"), "The task weighting must be fixed or uncertainty."),
+            (all(w >= 0 for w in self.train.task_weights.values()), "Task weights cannot be negative."),
+            (self.distill.temperature > 0, "The distillation temperature must be a positive number (4 is usual)."),
+            (0 <= self.distill.soft_weight <= 1, "The weight of the teacher's soft targets must be between 0 and 1."),
+            (_formats_problem(self.data) is None, _formats_problem(self.data) or ""),
         ]
         for phase in self.phases:
             checks += [
@@ -152,12 +208,22 @@ class RunConfig:
         return sum(p.epochs for p in self.phases) if self.phases else self.epochs
 
 
+def _formats_problem(data: DataConfig) -> str | None:
+    from engine.data.formats.settings import settings_problem
+
+    return settings_problem(data)
+
+
 # --- TOML round-trip ------------------------------------------------------------------------------------------
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["phases"] = [dict(p, stages=dict(p["stages"])) for p in data["phases"]]
+    if not data["distill"]["teacher"]:  # an ordinary run: no [distill] table
+        del data["distill"]
+    if config.strategy != "lora" and config.lora == LoraSettings():  # no [lora] table either
+        del data["lora"]
     # Put the version first so that a reader sees it at the top of the file.
     return {"version": data.pop("version"), **data}
 
@@ -197,9 +263,11 @@ def from_dict(data: Mapping[str, Any]) -> RunConfig:
                           f"this version reads format {FORMAT_VERSION}: please update the app.")
     try:
         phases = [_phase(p, i + 1) for i, p in enumerate(data.pop("phases", []) or [])]
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "distill": DistillConfig,
+                    "lora": LoraSettings}
         built = {key: _build(cls, data.pop(key, {}), key) for key, cls in sections.items()}
         built["data"] = _overrides(built["data"])
+        built["data"], built["train"], built["lora"] = _task_and_lora_lists(built["data"], built["train"], built["lora"])
         top = _build(RunConfig, data, "the top level")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"The configuration has a value of the wrong kind ({exc}).") from None
@@ -215,6 +283,21 @@ def _overrides(data: DataConfig) -> DataConfig:
                                                    for k, v in relabel.items()):
         raise ConfigError("The setting 'relabel' in [data] must be a table of picture path = \"class name\".")
     return dataclasses.replace(data, exclude=tuple(dict.fromkeys(exclude)), relabel=dict(relabel))
+
+
+def _task_and_lora_lists(data: DataConfig, train: TrainConfig, lora: LoraSettings):
+    """``tasks`` and LoRA's ``stages`` as tuples of names, ``task_weights`` as a name -> number table."""
+    if not isinstance(data.tasks, (list, tuple)) or not all(isinstance(t, str) and t for t in data.tasks):
+        raise ConfigError("The setting 'tasks' in [data] must be a list of CSV column names.")
+    if not isinstance(lora.stages, (list, tuple)) or not all(isinstance(t, str) and t for t in lora.stages):
+        raise ConfigError("The setting 'stages' in [lora] must be a list of stage names.")
+    weights = train.task_weights
+    if not isinstance(weights, Mapping) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in weights.values()):
+        raise ConfigError("The setting 'task_weights' in [train] must be a table of task name = number.")
+    return (dataclasses.replace(data, tasks=tuple(data.tasks)),
+            dataclasses.replace(train, task_weights={str(k): float(v) for k, v in weights.items()}),
+            dataclasses.replace(lora, stages=tuple(lora.stages)))
 
 
 def _phase(p: Any, number: int) -> Phase:
@@ -286,6 +369,8 @@ def load(path: str | os.PathLike) -> RunConfig:
         config,
         data=dataclasses.replace(config.data, source=resolve_path(config.data.source, path.parent)),
         model=dataclasses.replace(config.model, weights=resolve_weights(config.model.weights, path.parent)),
+        distill=dataclasses.replace(config.distill, teacher=resolve_path(config.distill.teacher, path.parent),
+                                    pool=resolve_path(config.distill.pool, path.parent)),
     )
 
 

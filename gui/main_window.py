@@ -69,6 +69,15 @@ class MainWindow(QMainWindow):
         from gui.result_steps import ResultSteps
 
         self.results = ResultSteps(self)
+        from gui.steps.label import LabelPage
+
+        self.label_page = LabelPage(self.project, jobs=self.jobs)  # active learning (engine.active)
+        self.steps.set_page("label", self.label_page)
+        self.label_page.stateChanged.connect(lambda state, reason: self.steps.set_state("label", StepState(state),
+                                                                                        reason))
+        self.label_page.stateChanged.emit(*self.label_page.step_state())
+        self.training.train.runFinished.connect(lambda result: self.label_page.refresh_runs(
+            result.run_dir if result.status == "completed" else None))
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.steps)

@@ -66,6 +66,9 @@ STEPS = (
     StepInfo("export", "Predict & Export", "step-export",
              "Use the trained model on new pictures, and save it in formats other programs can use (ONNX, "
              "TorchScript, safetensors)."),
+    StepInfo("label", "Label", "step-label",
+             "Let the model pick which unlabelled pictures are most worth labelling, label them with a key press, "
+             "and retrain in seconds."),
 )
 
 

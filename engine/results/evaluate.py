@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,6 +150,8 @@ class Evaluation:
     device: str = ""
     seconds: float = 0.0
     created: str = ""
+    # A multi-task run (engine.results.multitask): every task's evaluation; ``classes`` and ``splits`` are the first's.
+    tasks: dict[str, "Evaluation"] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -157,14 +160,18 @@ class Evaluation:
     def to_dict(self) -> dict:
         return {"run_dir": self.run_dir, "model": self.model, "classes": list(self.classes), "data": self.data,
                 "device": self.device, "seconds": round(self.seconds, 3), "created": self.created,
-                "splits": {name: s.to_dict() for name, s in self.splits.items()}}
+                "splits": {name: s.to_dict() for name, s in self.splits.items()},
+                **({"tasks": {t: {"classes": list(e.classes), "splits": {n: s.to_dict() for n, s in e.splits.items()}}
+                              for t, e in self.tasks.items()}} if self.tasks else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Evaluation":
         classes = tuple(d["classes"])
         return cls(d["run_dir"], d["model"], classes, d["data"],
                    {name: SplitEvaluation.from_dict(s, classes) for name, s in d["splits"].items()},
-                   d.get("device", ""), d.get("seconds", 0.0), d.get("created", ""))
+                   d.get("device", ""), d.get("seconds", 0.0), d.get("created", ""),
+                   {t: cls.from_dict({**d, "classes": e["classes"], "splits": e["splits"], "tasks": {}})
+                    for t, e in d.get("tasks", {}).items()})
 
 
 # --- the numbers ----------------------------------------------------------------------------------------------
@@ -287,6 +294,10 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         raise UserError(f"{bundle.source} is an exported model, not a run folder: evaluate the run it came from, "
                         "or give a run folder.")
     folder = Path(bundle.source)
+    if bundle.info.get("tasks"):  # several tasks: each evaluated (engine.results.multitask)
+        from engine.results.multitask import evaluate_tasks
+
+        return evaluate_tasks(bundle, folder, data, on_progress, stop, batch_size, began, sys.modules[__name__])
     if data is None:
         splits, source, left_out = _run_samples(folder, bundle.classes), "run", []
     else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -36,13 +37,14 @@ from engine.results.predict import BUNDLE_WEIGHTS, ModelBundle, Stopped, load_ru
 
 __all__ = ["CARD", "EXPORT_DIR", "FILES", "FORMATS", "ExportResult", "export_run", "model_card"]
 
-FORMATS = ("bundle", "onnx", "torchscript")
-FILES = {"bundle": BUNDLE_WEIGHTS, "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+FORMATS = ("bundle", "onnx", "torchscript", "onnx-int8")
+FILES = {"bundle": BUNDLE_WEIGHTS, "onnx": "model.onnx", "torchscript": "model.torchscript.pt",
+         "onnx-int8": "model.int8.onnx"}
 EXPORT_DIR = "export"
 CARD = "MODEL_CARD.md"
 CHECK_PICTURES = 16
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
-FORMAT_NAMES = {"bundle": "bundle", "onnx": "ONNX", "torchscript": "TorchScript"}
+FORMAT_NAMES = {"bundle": "bundle", "onnx": "ONNX", "torchscript": "TorchScript", "onnx-int8": "ONNX int8"}
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,30 @@ def _write_metadata(bundle: ModelBundle, out: Path, checks: dict) -> None:
                  "temperature_folded": True},
         "checks": all_checks, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if info.get("tasks"):  # several tasks: their classes and ONNX outputs (engine.results.multitask)
+        from engine.results.multitask import export_metadata
+
+        meta.update(export_metadata(info))
+    _carry_ood(bundle, out, meta)
     files.atomic_write_json(out / runs.MODEL, meta)
+
+
+def _carry_ood(bundle: ModelBundle, out: Path, meta: dict) -> None:
+    """The run's statistics for pictures unlike the training ones (engine.shift.ood, fitted before an export by
+    main.py and the window) travel with every export: ``ood.safetensors`` beside the model and ``model.json``'s
+    ``ood`` entry (method, threshold); docs/shift.md says how to compute the score from them."""
+    source = Path(bundle.source)
+    entry = _read(source / runs.MODEL, {}).get("ood")
+    stats = source / "ood.safetensors"
+    if not isinstance(entry, dict) or entry.get("file") != stats.name or not stats.is_file():
+        return
+    st = (source / runs.BEST).stat()
+    if entry.get("weights") != f"{st.st_size}:{st.st_mtime_ns}":  # fitted for other weights
+        return
+    data = stats.read_bytes()
+    files.atomic_write(out / stats.name, lambda tmp: tmp.write_bytes(data))
+    meta["ood"] = {**entry, "how": "docs/shift.md: the score of a picture from ood.safetensors and the logits or "
+                   "the penultimate features; flagged when above threshold"}
 
 
 def _license(info: dict) -> str | None:
@@ -257,6 +282,12 @@ def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
 
+def _formats_card_lines(data_config: dict) -> list[str]:
+    from engine.data.formats.settings import card_lines  # lab pictures: how new ones must be read
+
+    return card_lines(data_config)
+
+
 def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
     """The model card (Markdown) of a run: model, data, metrics, source weights and licence, known limits."""
     from engine.results.evaluate import SPLIT_NAMES, load_evaluation
@@ -283,6 +314,7 @@ def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
              f"shorter side ({dc.get('interpolation')}), centre-cropped to {size[2]} x {size[1]}, scaled to [0, 1] "
              f"and normalised with mean {tuple(dc.get('mean', ()))} and standard deviation {tuple(dc.get('std', ()))}.",
              _confidence_line(info, summary),
+             *_formats_card_lines(dc),
              "",
              "## Source weights and licence", "",
              f"- Starting weights: `{info.get('weights')}`. {info.get('weights_note', '')}".rstrip()]
@@ -335,6 +367,10 @@ def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
             lines.append(f"| {FORMAT_NAMES.get(fmt, fmt)} | `{FILES.get(fmt, '')}` | "
                          f"{c['pictures'] or 'random inputs'} | {c['max_abs_diff_probs']:.2g} | "
                          f"{c['max_abs_diff_logits']:.2g} |")
+        if "onnx-int8" in checks:  # the int8 file's measured cost (engine.results.int8)
+            from engine.results.int8 import card_lines
+
+            lines += card_lines(checks["onnx-int8"])
     lines += ["", "## Known limits", "",
               f"- The model only knows these {len(classes)} classes: every picture gets one of them, even a picture "
               "of something else entirely. A low confidence is a hint, not a guarantee.",
@@ -370,6 +406,10 @@ def export_run(run_dir: str | os.PathLike, format: str, out: str | os.PathLike |
     check it against the PyTorch model, and write ``model.json`` and ``MODEL_CARD.md`` beside it."""
     if format not in FORMATS:
         raise UserError(f"'{format}' is not an export format: choose {', '.join(FORMATS)}.")
+    if format == "onnx-int8":  # the ONNX export, quantised and measured (engine.results.int8; this module is
+        from engine.results.int8 import export_int8  # handed to it, not imported there: no import cycle)
+
+        return export_int8(sys.modules[__name__], run_dir, out, pictures=pictures, on_progress=on_progress, stop=stop)
     steps = 4
 
     def progress(done: int) -> None:
@@ -396,6 +436,10 @@ def export_run(run_dir: str | os.PathLike, format: str, out: str | os.PathLike |
         reference = bundle.model(inputs).float() / bundle.temperature  # calibrated logits, as every format gives
     progress(2)
     export = {"bundle": _export_bundle, "onnx": _export_onnx, "torchscript": _export_torchscript}[format]
+    if format == "onnx" and bundle.info.get("tasks"):  # one output per task (engine.results.multitask)
+        from engine.results.multitask import onnx_tasks_exporter
+
+        export = onnx_tasks_exporter(FILES["onnx"], ONNX_INPUT, _first_line)
     try:
         logits_diff, probs_diff = export(bundle, out_dir, inputs, reference)
     except OSError as exc:

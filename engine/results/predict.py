@@ -69,10 +69,18 @@ class ModelBundle:
         self.draft = decode_size(self.data_config)
         # Read only (get): the pictures a run trained on are there already, decoded and resized; others are decoded.
         self.cache = ImageCache.for_data_config(self.data_config)
+        # Lab pictures are read with the model's own data settings, and so are the views of them (engine.data.formats).
+        self.formats = self.cache.formats
+        if self.data_config.get("formats"):
+            from engine.data.formats import activate
+
+            activate(self.formats)
 
     def preprocess(self, path: str | os.PathLike) -> torch.Tensor:
         """The network's input for one picture; raises ImageError."""
-        return self.transform(load_rgb(path, draft_size=self.draft))
+        from engine.data.loaders import load_picture  # every channel of lab pictures when the model takes them
+
+        return self.transform(load_picture(path, draft_size=self.draft, settings=self.formats))
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,10 @@ class Prediction:
     top: tuple[tuple[str, float], ...] = ()  # the k most probable classes, most probable first
     error: str | None = None
     true_class: str | None = None  # the class its folder names, when a given folder sorts pictures by class
+    # How unlike the training pictures it is (engine.shift.ood: higher is less like them), and whether it is under
+    # the run's threshold; None when not scored.
+    ood_score: float | None = None
+    in_domain: bool | None = None
 
     @property
     def correct(self) -> bool | None:
@@ -150,7 +162,14 @@ def load_run_model(path: str | os.PathLike, device: str = "auto") -> ModelBundle
 
     torch_device = resolve_device(device)
     built = build_model(architecture, "none", len(classes), allow_download=False)
+    from engine.models.build import adapt_input  # a model of every channel of lab pictures: its first layer
+
+    built = adapt_input(built, info["data_config"])
     model = built.model
+    from engine.train.multitask import flat_classes, rebuild_head  # several tasks: one head each
+
+    tasks = rebuild_head(model, built.head, info)
+    classes = flat_classes(tasks) if tasks else classes  # the output's columns, task by task
     state = read_weight_file(weights)
     try:
         model.load_state_dict(state, strict=True)
@@ -313,7 +332,9 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathL
     if top_k < 1:
         raise UserError("The number of classes to show (top k) must be at least 1.")
     given = list(paths_or_folders)
-    items = expand_paths(given)
+    from engine.results.slides import expand_slides, slide_answers  # a slide: its tiles, then one answer for it
+
+    items = expand_slides(expand_paths(given), bundle.formats)
     roots = [Path(g).expanduser() for g in given if Path(g).expanduser().is_dir()]
     truth = [true_class_of(path, roots, bundle.classes) if roots else None for path, _ in items]
     readable = [i for i, (_, error) in enumerate(items) if error is None]
@@ -330,7 +351,7 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathL
         order = np.argsort(-p, kind="stable")[:k]
         top = tuple((bundle.classes[j], float(p[j])) for j in order)
         rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index])
-    return rows
+    return slide_answers(rows, probs, [items[i][0] for i in readable], bundle.classes, k)
 
 
 # --- summary --------------------------------------------------------------------------------------------------
@@ -412,6 +433,9 @@ def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k:
     truth = any(p.true_class is not None for p in predictions)
     if truth:
         header += ["true_class", "correct"]
+    scored = any(p.ood_score is not None for p in predictions)  # engine.shift.ood: how unlike the training pictures
+    if scored:
+        header += ["ood_score", "in_domain"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -422,6 +446,9 @@ def write_csv(predictions: Sequence[Prediction], path: str | os.PathLike, top_k:
         row.append(p.error or "")
         if truth:
             row += [p.true_class or "", {True: "yes", False: "no", None: ""}[p.correct]]
+        if scored:
+            row += ["" if p.ood_score is None else f"{p.ood_score:.6f}",
+                    {True: "true", False: "false", None: ""}[p.in_domain]]
         writer.writerow(row)
     try:
         files.atomic_write_text(path, buffer.getvalue())

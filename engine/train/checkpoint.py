@@ -52,7 +52,10 @@ NO_PARTIAL = (0.0, 0, 0, 0.0)  # the sums of an epoch's batches before any was t
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     # Contiguous CPU copies: safetensors refuses views, channels_last layouts and shared storage.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    from engine.train.lora import info_of, merged_state_dict  # LoRA: the plain model's weights, adapters merged
+
+    state = merged_state_dict(model) if info_of(model) is not None else model.state_dict()
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -185,6 +188,8 @@ class RunFolder:
         d = self.path = runs.create_run_dir(config.out, config.model.name, config.strategy, config.name)
         held.enter_context(runs.run_lock(d))
 
+        from engine.train.multitask import model_json
+
         def write():
             files.atomic_write_text(d / runs.CONFIG, dumps(config))
             files.atomic_write_json(d / runs.LABELS, list(dataset.classes))
@@ -192,10 +197,12 @@ class RunFolder:
                 "root": dataset.root, "layout": dataset.layout, "split_source": dataset.split_source,
                 "classes": list(dataset.classes), "counts": dataset.counts(),
                 "samples": [{"path": s.path, "label": s.label, "split": s.split} for s in dataset.samples],
-                "health": dataset.health.to_dict()})
+                "health": dataset.health.to_dict(),
+                **({"formats": dataset.formats} if getattr(dataset, "formats", None) else {})})  # engine.data.formats
             files.atomic_write_json(d / runs.MODEL, {
                 "model": config.model.name, "weights": config.model.weights, "weights_note": built.weights_note,
                 "license": built.license, "head": built.head, "num_classes": len(dataset.classes),
+                **model_json(getattr(dataset, "tasks", None), config.train),  # several tasks: engine.train.multitask
                 "data_config": built.data_config,
                 "stages": [{"name": s.name, "params": s.params} for s in tree.stages]})
             self.summary_extra = {"model": config.model.name, "strategy": config.strategy,
@@ -262,6 +269,10 @@ class RunFolder:
 
     def save_best(self, model: nn.Module) -> None:
         self.write("the best weights", lambda: save_weights(model, self.path / runs.BEST))
+        if getattr(model, "transfer_studio_lora", None) is not None:  # LoRA: the adapters alone too
+            from engine.train.lora import ADAPTER_FILE, save_adapter
+
+            self.write("the adapter file", lambda: save_adapter(model, self.path / ADAPTER_FILE))
 
     def append_metrics(self, record: dict) -> None:
         self.write("the epoch's metrics", lambda: runs.append_jsonl(self.path / runs.METRICS, record))
@@ -479,7 +490,9 @@ def dataset_of_run(run_dir: Path) -> DatasetIndex:
         raise runs.RunFolderError(f"The run's list of pictures ({runs.DATASET}) in {run_dir} cannot be read, so it "
                                   f"cannot continue on the same pictures: start it again from its "
                                   f"{runs.CONFIG}.") from None
-    missing = [s.path for s in samples if s.split in ("train", "val") and not Path(s.path).is_file()]
+    from engine.data.formats import real_path  # a slide's tile or a DICOM's frame: its file
+
+    missing = [s.path for s in samples if s.split in ("train", "val") and not Path(real_path(s.path)).is_file()]
     if missing:
         raise runs.RunFolderError(f"{len(missing)} of the pictures the run trained on are no longer there (for "
                                   f"example {missing[0]}): put them back to resume it, or start a new run.")

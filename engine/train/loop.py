@@ -153,8 +153,9 @@ class Backoff:
 
 
 def evaluate_loader(model: nn.Module, loader, runtime: Runtime, stop: threading.Event | None = None, *,
-                    backoff: Backoff | None = None, normalize=None) -> tuple[float, float]:
-    """Mean cross-entropy (without label smoothing) and accuracy over a loader, in eval mode."""
+                    backoff: Backoff | None = None, normalize=None, criterion=None) -> tuple[float, float]:
+    """Mean cross-entropy (without label smoothing) and accuracy over a loader, in eval mode; a ``criterion`` with
+    ``evaluate_sums`` (several tasks: engine.train.multitask) computes both itself."""
     model.eval()
     backoff = backoff or Backoff(runtime)
     total_loss, correct, seen = 0.0, 0, 0
@@ -166,6 +167,11 @@ def evaluate_loader(model: nn.Module, loader, runtime: Runtime, stop: threading.
             with torch.autocast(runtime.device.type, dtype=runtime.amp_dtype or torch.float32,
                                 enabled=runtime.amp_dtype is not None):
                 logits = backoff.forward(model, images).float()
+            if hasattr(criterion, "evaluate_sums"):
+                loss_sum, right = criterion.evaluate_sums(logits, labels)
+                total_loss, correct = total_loss + loss_sum, correct + right
+                seen += labels.size(0)
+                continue
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.size(0)
@@ -251,7 +257,9 @@ class TrainStep:
                     scaler.scale(loss if pieces == 1 else loss * (y.size(0) / n)).backward()
                     step_loss = loss.item()
                     batch_loss += step_loss * y.size(0)
-                    batch_correct += (logits.argmax(1) == y).sum().item()
+                    # (distillation's targets are rows of class, picture, labelled: engine.train.distillation)
+                    batch_correct += (self.criterion.correct(logits, y) if hasattr(self.criterion, "correct") else
+                                      (logits.argmax(1) == (y if y.dim() == 1 else y[:, 0])).sum().item())
                 break
             except torch.OutOfMemoryError:
                 logits = loss = None
@@ -289,7 +297,7 @@ def run_phase(s: Session, run: PhaseRun) -> None:
         progress = EpochProgress(skip, float(partial[0]), int(partial[1]), int(partial[2]), began)
         train = train_epoch(s, run, progress, activity)
         val = evaluate_loader(run.eval_module, run.val_loader, s.runtime, s.stop, backoff=s.backoff,
-                              normalize=s.normalize)
+                              normalize=s.normalize, criterion=s.criterion)
         if _end_epoch(s, live, began, train, val):
             break
 

@@ -83,6 +83,7 @@ class Trainer:
         self.checkpoint: dict | None = None  # what a resumed run continues from
         self.resume_dir: Path | None = None
         self.model_info: dict = {}
+        self.tasks = None  # a multi-task run's tasks (engine.train.multitask)
         self._normal: tuple | None = None  # the normal path's loaders, shared by its phases
         self._told_bf16 = False  # the log said that training steps use bf16 on this CPU
 
@@ -190,6 +191,9 @@ class Trainer:
         confidence the app later shows or writes for this run is calibrated with it. Skipped when stopped meanwhile."""
         from engine.train.calibrate import calibrate_run
 
+        if self.tasks:  # temperature scaling fits one classifier's outputs, not several tasks' log-probabilities
+            self._log("Confidence calibration (temperature scaling) is skipped for a multi-task run.")
+            return
         t = s.train
         val_loader = self._normal[1] if self._normal is not None else make_loader(
             data.val, t.batch_size, shuffle=False, workers=data.workers, pin_memory=data.pin)
@@ -204,10 +208,12 @@ class Trainer:
             return dataset_of_run(self.resume_dir)
         if dataset is None:
             self._log(f"Scanning {config.data.source} ...")
-            dataset = scan(config.data.source, val_fraction=config.data.val_fraction,
+            from engine.train.multitask import scan_for  # a CSV of several task columns (engine.train.multitask)
+
+            dataset = scan_for(config, self.stop) or scan(config.data.source, val_fraction=config.data.val_fraction,
                            test_fraction=config.data.test_fraction, seed=config.data.split_seed,
                            split=config.data.split, stop=self.stop, exclude=config.data.exclude,
-                           relabel=config.data.relabel)
+                           relabel=config.data.relabel, formats=config.data)
         if dataset.health.advice or dataset.health.unreadable:
             for line in dataset.health.lines():
                 self._log(line, "warning")
@@ -223,7 +229,18 @@ class Trainer:
             built = dataclasses.replace(built, data_config=self.model_info.get("data_config") or built.data_config)
         else:
             self._log(built.weights_note)
+        from engine.models.build import adapt_to_data  # lab pictures: settings in data_config, N-channel input
+
+        built = adapt_to_data(built, dataset if ckpt is None else None)
+        from engine.train import multitask  # one head per task when the data has several (None: a single task)
+
+        self.tasks = multitask.tasks_of(dataset, self.model_info)
+        multitask.prepare_model(built, self.tasks, config.train)
         tree = build_layer_tree(built.model, built.head)
+        if config.strategy == "lora":  # adapters in the chosen stages (engine.train.lora)
+            from engine.train import lora
+
+            tree = lora.attach_for_run(built.model, tree, config.lora, self._log)
         phases = self.phases = resolve_phases(config, tree)
         for phase in phases:
             check_phase(phase, tree)
@@ -233,6 +250,8 @@ class Trainer:
             resolved = dataclasses.replace(config, phases=phases, data=dataclasses.replace(
                 config.data, source=str(Path(dataset.root).resolve())))
             self.folder.create(resolved, dataset, built, tree, self._held)
+        if config.strategy == "lora":
+            self.folder.summary_extra["lora"] = lora.summary(built.model, tree)
         return built, tree
 
     def _session(self, config: RunConfig, runtime: Runtime, built, tree, dataset: DatasetIndex) -> tuple[Session, Data]:
@@ -242,6 +261,19 @@ class Trainer:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
         data = self._data(t, runtime, built.data_config, dataset)
+        criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        if self.tasks:  # several tasks: their masked, weighted losses (engine.train.multitask)
+            from engine.train.multitask import criterion_for
+
+            if config.distill.teacher:
+                raise ConfigError("Distillation teaches one task; this run has several: choose one task (--tasks) "
+                                  "to distil, or train without a teacher.")
+            criterion = criterion_for(model, self.tasks, t)
+        if config.distill.teacher:  # knowledge distillation: the teacher's soft targets with the labels
+            from engine.train.distillation import distillation
+
+            data, criterion, t = distillation(config, t, runtime, built.data_config, dataset, data, self.emit,
+                                              self.stop)
         normalize = (BatchNormalize(built.data_config["mean"], built.data_config["std"])
                      if outputs_uint8(t.augment) else None)
         scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
@@ -251,7 +283,7 @@ class Trainer:
             backoff.pieces = int(ckpt["pieces"])
         checkpoints = Checkpointer(self.folder, model, self.phases, scaler, backoff)
         session = Session(model, tree, runtime, t, self.state, checkpoints, self.stop, self.emit, backoff, normalize,
-                          nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), scaler,
+                          criterion, scaler,
                           sum(p.epochs for p in self.phases), model_name=config.model.name)
         return session, data
 
@@ -297,7 +329,8 @@ class Trainer:
             scheduler = make_scheduler(optimizer, phase, len(train_loader), self.config)
             live = Live(index, phase, optimizer, scheduler, order, fast is not None, phase_rng)
             resume_at = self._continue(s, live, trainable, resuming)
-            if fast is not None and fast.split.kind == "head" and resume_at is None and s.train.fit_head:
+            if (fast is not None and fast.split.kind == "head" and resume_at is None and s.train.fit_head
+                    and not self.tasks):  # (the head fit solves one classifier, not one per task)
                 from engine.train.headfit import fit_fast_head
 
                 fit_fast_head(fast, phase.name, s.train.label_smoothing, self._log)

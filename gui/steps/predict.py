@@ -6,6 +6,11 @@ picture that cannot be read gets the reason instead. The chosen picture is shown
 (a picture that cannot be read shows no picture, only its reason). When a given folder sorts its pictures into
 sub-folders named like the model's classes, a column shows each one's true class, right or wrong, and the summary the
 accuracy over them.
+Each picture is also scored for how unlike the training pictures it is (``engine.shift.ood``): a flagged picture is
+marked in its own column, and on request answers "unknown" instead of a class. The box *New pictures unlike the
+training pictures?* gives the drift report of a folder (a sentence and a plot, ``engine.shift.drift``), *Adapt to
+these pictures* (AdaBN or TENT, a new run: ``engine.shift.adapt``) and *Adapt with labels* (a short run on labelled
+new pictures from this run's weights, and the better of the two models suggested).
 "Save as CSV..." writes exactly the table (``engine.results.predict.write_csv``). The Export box runs
 ``engine.results.export.export_run`` in the background and shows what it wrote and how closely the exported model matches the
 PyTorch one.
@@ -21,7 +26,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QFont, QImage
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                                QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSplitter, QStackedWidget,
                                QTableView, QVBoxLayout, QWidget)
 
@@ -30,11 +35,17 @@ from engine.errors import UserError
 from engine.results.export import CARD, EXPORT_DIR, FORMAT_NAMES, ExportResult, export_run
 from engine.data.images import is_image_path
 from engine.results.predict import Prediction, predict_paths, summary_line, write_csv
+from engine.shift import adapt as shift_adapt
+from engine.shift import ood as shift_ood
+from engine.shift.drift import drift_report
 from gui import style
 from gui.support.dialogs import start_folder, start_path
 from gui.support.jobs import Jobs, ModelCache
 from gui.widgets.format import plural
 from gui.widgets.pictures import GREEN, VERMILLION, PicturePanel, error_html, file_name, percent, square_pixmap
+from gui.widgets.adapt_dialog import AdaptDialog
+from gui.widgets.distill import distill_button
+from gui.widgets.drift_plot import DriftPlot
 from gui.widgets.run_chooser import RunChooser
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
 
@@ -48,10 +59,14 @@ FORMATS = [("bundle", "Bundle (safetensors + description)",
             "OpenCV, many image-analysis tools."),
            ("torchscript", "TorchScript",
             "A .pt file for PyTorch without Python code: C++ (LibTorch) programs and PyTorch Mobile.")]
-COLUMNS = ("Picture", "Prediction", "Confidence", "Next most likely", "True class")
+COLUMNS = ("Picture", "Prediction", "Confidence", "Next most likely", "True class", "Like training?")
 PANEL_HINT = "Choose a picture in the list to see it larger, with its heat map."
 TRUTH_COLUMN = 4  # shown only when a given folder sorts pictures into sub-folders named like the model's classes
 RIGHT_MARK, WRONG_MARK = "\u2714", "\u2718"  # a tick and a cross: told apart by shape, not only by colour
+FLAG_COLUMN = 5  # how unlike the training pictures (engine.shift.ood); shown when the model has the statistics
+FLAG_MARK = "\u26a0"  # a warning sign
+SHIFT_HINT = ("Are new pictures still like the training pictures? Add a folder of new pictures, then ask for its "
+              "drift report; adapt the model to them, without labels or with a few.")
 
 
 def difference_words(probs: float) -> str:
@@ -71,6 +86,8 @@ class PredictionsModel(QAbstractTableModel):
         self.loader = loader
         self.cache = ThumbnailCache(800)
         self.rows: list[Prediction] = []
+        self.unknown = False  # flagged pictures answer "unknown" (engine.shift.ood)
+        self.threshold: float | None = None
         self._row_of: dict[str, int] = {}
         self._broken: set[str] = set()
         self._placeholder = placeholder_pixmap(loader.size, QColor(128, 128, 128, 40))
@@ -114,19 +131,63 @@ class PredictionsModel(QAbstractTableModel):
                     "The next most likely classes and their probabilities.",
                     "The class the picture's folder names (a sub-folder of a folder you gave, named like one of the "
                     "model's classes), with \u2714 when the model got it right and \u2718 when it got it "
-                    "wrong.")[section]
+                    "wrong.",
+                    "Whether the picture is like the pictures the model was trained on. \u26a0 unlike them: the "
+                    "model has not seen pictures like it, so its answer is a guess; about 5 % of pictures like the "
+                    "training ones are flagged too.")[section]
         return None
 
     def has_truth(self) -> bool:
         return any(p.true_class is not None for p in self.rows)
 
+    def has_flags(self) -> bool:
+        return any(p.in_domain is not None for p in self.rows)
+
+    def shown(self, p: Prediction) -> Prediction:
+        """The row as shown and saved: "unknown" for a flagged picture when asked."""
+        if self.unknown and p.in_domain is False and p.error is None:
+            import dataclasses
+
+            return dataclasses.replace(p, class_name=shift_ood.UNKNOWN, class_index=None, confidence=None)
+        return p
+
+    def set_unknown(self, on: bool) -> None:
+        self.beginResetModel()
+        self.unknown = on
+        self.endResetModel()
+
+    def _flag_data(self, p: Prediction, role):
+        if role == Qt.ItemDataRole.UserRole:
+            return p
+        if p.in_domain is None:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{FLAG_MARK} unlike them" if not p.in_domain else "yes"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            limit = "" if self.threshold is None else f" (the threshold is {self.threshold:.1f})"
+            if p.in_domain:
+                return (f"Like the training pictures: score {p.ood_score:.1f}{limit}. About 95 % of the validation "
+                        "pictures score under the threshold.")
+            return (f"Unlike the training pictures: score {p.ood_score:.1f}{limit}. The model was not trained on "
+                    "pictures like this one; do not trust its answer without checking. About 5 % of pictures like "
+                    "the training ones are flagged too.")
+        if role == Qt.ItemDataRole.ForegroundRole and not p.in_domain:
+            return QColor(VERMILLION)
+        if role == Qt.ItemDataRole.FontRole and not p.in_domain:
+            font = QFont()
+            font.setBold(True)
+            return font
+        return None
+
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        p = self.rows[index.row()]
+        p = self.shown(self.rows[index.row()])
         col = index.column()
         if col == TRUTH_COLUMN:
             return self._truth_data(p, role)
+        if col == FLAG_COLUMN:
+            return self._flag_data(p, role)
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
                 return file_name(p.path)
@@ -135,7 +196,7 @@ class PredictionsModel(QAbstractTableModel):
             if col == 1:
                 return p.class_name
             if col == 2:
-                return percent(p.confidence)
+                return percent(p.confidence) if p.confidence is not None else "-"
             return ",  ".join(f"{name} {percent(prob)}" for name, prob in p.top[1:]) or "-"
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
             pixmap = self.cache.get(p.path)
@@ -266,6 +327,39 @@ class PredictPage(QWidget):
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(TRUTH_COLUMN, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setColumnHidden(TRUTH_COLUMN, True)
+        header.setSectionResizeMode(FLAG_COLUMN, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setColumnHidden(FLAG_COLUMN, True)
+        self.unknown_check = QCheckBox('Answer "unknown" when unlike the training pictures')
+        self.unknown_check.setToolTip("For pictures flagged as unlike the training pictures, show and save "
+                                      "\"unknown\" instead of a class (the model's guesses stay listed).")
+        self.unknown_check.toggled.connect(self._unknown_toggled)
+
+        # -- new pictures unlike the training pictures (engine.shift)
+        self.drift_button = QPushButton("Drift report")
+        self.drift_button.setToolTip("Compare a folder of new pictures with the training pictures: the share flagged "
+                                     "as unlike them, how well they can be told apart, how the predicted classes "
+                                     "moved.")
+        self.adapt_button = QPushButton("Adapt to these pictures...")
+        self.adapt_button.setToolTip("Adapt the model to a folder of new pictures without labels (AdaBN or TENT); "
+                                     "the result is a new run.")
+        self.labels_button = QPushButton("Adapt with labels...")
+        self.labels_button.setToolTip("Train briefly on a few labelled new pictures, starting from this model, and "
+                                      "keep whichever of the two models is more accurate on them.")
+        self.shift_cancel = QPushButton(style.icon("cancel"), "Cancel")
+        self.shift_cancel.setToolTip("Stop the drift report.")
+        self.shift_progress = QProgressBar()
+        self.shift_progress.setMaximumWidth(220)
+        self.shift_status = QLabel(SHIFT_HINT)
+        self.shift_status.setWordWrap(True)
+        self.shift_status.setTextFormat(Qt.TextFormat.RichText)
+        self.drift_plot = DriftPlot()
+        self.drift_plot.setVisible(False)
+        self.last_report = None
+        self.adapt_dialog: AdaptDialog | None = None
+        self.drift_button.clicked.connect(lambda: self.drift())
+        self.adapt_button.clicked.connect(lambda: self.open_adapt("unlabelled"))
+        self.labels_button.clicked.connect(lambda: self.open_adapt("labels"))
+        self.shift_cancel.clicked.connect(lambda: self.jobs.cancel("drift"))
         self.drop_hint = QLabel("<h3>Drop pictures or a folder here</h3><p>or use <b>Add pictures...</b> or "
                                 "<b>Add folder...</b> above. The chosen model gives each picture its most likely "
                                 "class, how sure it is, and the next most likely classes.</p>")
@@ -315,12 +409,26 @@ class PredictPage(QWidget):
         for w in (self.add_files_button, self.add_folder_button, self.clear_button, self.csv_button,
                   self.cancel_button, self.progress):
             buttons.addWidget(w)
+        buttons.addWidget(self.unknown_check)
         buttons.addWidget(self.status, 1)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.pictures)
         self.splitter.addWidget(self.panel)
         self.splitter.setSizes([600, 380])
         self.splitter.setChildrenCollapsible(False)
+
+        shift_box = QGroupBox("New pictures unlike the training pictures?")
+        shift_box.setToolTip(SHIFT_HINT)
+        shift_buttons = QVBoxLayout()
+        for w in (self.drift_button, self.adapt_button, self.labels_button, self.shift_cancel, self.shift_progress):
+            shift_buttons.addWidget(w)
+        shift_buttons.addStretch(1)
+        shift_text = QVBoxLayout()
+        shift_text.addWidget(self.shift_status)
+        shift_text.addWidget(self.drift_plot, 1)
+        shift_layout = QHBoxLayout(shift_box)
+        shift_layout.addLayout(shift_buttons)
+        shift_layout.addLayout(shift_text, 1)
 
         export_box = QGroupBox("Export the model")
         export_box.setToolTip("Save the trained model in a format other programs can use.")
@@ -335,6 +443,8 @@ class PredictPage(QWidget):
         run_row.addWidget(self.export_cancel)
         run_row.addWidget(self.export_progress)
         run_row.addStretch(1)
+        self.distill_button = distill_button(self, self.current_run, self.jobs, self.refresh_runs)  # (issue #20)
+        run_row.addWidget(self.distill_button)
         form.addRow("", run_row)
         export_layout = QHBoxLayout(export_box)
         export_layout.addLayout(form, 2)
@@ -344,6 +454,7 @@ class PredictPage(QWidget):
         layout.addLayout(top)
         layout.addLayout(buttons)
         layout.addWidget(self.splitter, 1)
+        layout.addWidget(shift_box)
         layout.addWidget(export_box)
 
         self.run_chooser.runChosen.connect(self._run_chosen)
@@ -389,6 +500,7 @@ class PredictPage(QWidget):
         self.panel.clear()
         self._reset_panel()
         self.export_result.setText("")
+        self._clear_drift()
         self.out_edit.setPlaceholderText(str(Path(run) / EXPORT_DIR) if run else "")
         if self.inputs and run:  # the other model's answers: predict everything again
             self.pending = list(self.inputs)
@@ -420,9 +532,21 @@ class PredictPage(QWidget):
 
         def work(progress, stop):
             with self.cache.use(run) as bundle:
-                return predict_paths(bundle, paths, top_k=TOP_K, on_progress=progress, stop=stop)
+                if bundle.info.get("tasks"):  # several tasks: no flag
+                    return predict_paths(bundle, paths, top_k=TOP_K, on_progress=progress, stop=stop)
+                try:  # fitted once per run, the first time (engine.shift.ood)
+                    progress.say("Measuring the training pictures (once per model) ...")
+                    ood = shift_ood.ensure(bundle, on_progress=progress, stop=stop)
+                except shift_ood.UserError as exc:
+                    if stop.is_set():
+                        raise
+                    progress.send(str(exc))
+                    ood = None
+                progress.send(None if ood is None else ood.threshold)
+                return shift_ood.predict_paths(bundle, paths, ood, top_k=TOP_K, on_progress=progress, stop=stop)
 
         self.jobs.start("predict", work, lambda rows: self._predicted(run, paths, rows), on_error=self._failed,
+                        on_item=self._ood_item, on_phase=lambda text: self.status.setText(html.escape(text)),
                         on_progress=self._progress, on_cancel=self._cancelled, what="Predicting")
         self._update_controls()
 
@@ -439,7 +563,10 @@ class PredictPage(QWidget):
         self.pictures.setCurrentWidget(self.table)
         total = self.model.rowCount()
         self.table.setColumnHidden(TRUTH_COLUMN, not self.model.has_truth())
+        self.table.setColumnHidden(FLAG_COLUMN, not self.model.has_flags())
         summary = summary_line(self.model.rows)
+        flags = shift_ood.flag_words(self.model.rows)
+        summary += f"; {flags}" if flags else ""
         self.status.setText(f"{html.escape(summary)} (model: {html.escape(Path(run).name)}).")
         self.status.setToolTip(summary)
         if first and total:
@@ -464,6 +591,8 @@ class PredictPage(QWidget):
         self.inputs, self.pending = [], []
         self.model.set_rows([])
         self.table.setColumnHidden(TRUTH_COLUMN, True)
+        self.table.setColumnHidden(FLAG_COLUMN, True)
+        self._clear_drift()
         self.panel.clear()
         self._reset_panel()
         self.pictures.setCurrentWidget(self.drop_hint)
@@ -472,7 +601,20 @@ class PredictPage(QWidget):
         self._update_controls()
 
     def predictions(self) -> list[Prediction]:
-        return list(self.model.rows)
+        """The rows as shown (and saved as CSV)."""
+        return [self.model.shown(p) for p in self.model.rows]
+
+    def _ood_item(self, value) -> None:
+        if isinstance(value, str):  # the statistics could not be fitted: predictions without the flag
+            self.shift_status.setText(f"Pictures unlike the training pictures cannot be flagged: {html.escape(value)}")
+        else:
+            self.model.threshold = value
+
+    def _unknown_toggled(self, on: bool) -> None:
+        self.model.set_unknown(on)
+        current = self.table.currentIndex()
+        if current.isValid():
+            self._row_chosen(current)
 
     def _row_chosen(self, current: QModelIndex) -> None:
         if not current.isValid():
@@ -489,6 +631,9 @@ class PredictPage(QWidget):
             verdict = (f"<span style='color:{GREEN}'>{RIGHT_MARK} right</span>" if p.correct else
                        f"<span style='color:{VERMILLION}'>{WRONG_MARK} wrong</span>")
             info += f"; its folder says <b>{html.escape(p.true_class)}</b>: {verdict}"
+        if p.in_domain is False:
+            info += (f"<br><span style='color:{VERMILLION}'><b>{FLAG_MARK} Unlike the training pictures</b></span> "
+                     f"(score {p.ood_score:.1f}): check this answer yourself.")
         info += f"<br>Most likely: {top}"
         names = [c for c, _ in p.top]
         classes = self._classes()
@@ -607,7 +752,17 @@ class PredictPage(QWidget):
         out = self.out_edit.text().strip() or None
         self.export_progress.setValue(0)
         self.export_result.setText(f"Exporting as {FORMAT_NAMES[fmt]} and checking the result ...")
-        self.jobs.start("export", lambda progress, stop: export_run(run, fmt, out, on_progress=progress, stop=stop),
+        def work(progress, stop):
+            with self.cache.use(run) as bundle:  # the statistics for the flag travel with the export
+                try:
+                    if bundle.kind == "run" and not bundle.info.get("tasks"):
+                        shift_ood.ensure(bundle, stop=stop)
+                except UserError:
+                    if stop.is_set():
+                        raise
+            return export_run(run, fmt, out, on_progress=progress, stop=stop)
+
+        self.jobs.start("export", work,
                         self._exported, on_error=self._export_failed, on_progress=self._export_step,
                         on_cancel=self._export_cancelled, what="The export")
         self._update_controls()
@@ -641,6 +796,114 @@ class PredictPage(QWidget):
         self.export_result.setText("The export was stopped.")
         self._update_controls()
 
+    # -- new pictures unlike the training pictures (engine.shift) -------------------------------------------
+
+    def new_folder(self) -> str | None:
+        """The folder of new pictures: the last folder given, else None."""
+        folders = [p for p in self.inputs if os.path.isdir(p)]
+        return folders[-1] if folders else None
+
+    def drift(self, folder: str | None = None) -> None:
+        """The drift report of ``folder`` (default: the last folder given; else one is asked for)."""
+        run = self.current_run()
+        folder = folder or self.new_folder() or self.ask_folder("Choose a folder of new pictures to compare")
+        if run is None or not folder:
+            return
+        self.shift_status.setText(f"Comparing {html.escape(file_name(folder))} with the training pictures ...")
+        self.shift_progress.setRange(0, 0)
+
+        def work(progress, stop):
+            with self.cache.use(run) as bundle:
+                progress.say("Measuring the training pictures (once per model) ...")
+                ood = shift_ood.ensure(bundle, on_progress=progress, stop=stop)
+                if ood is None:
+                    raise UserError("This exported model carries no statistics of its training pictures: choose its "
+                                    "run, or export it again.")
+                progress.say(f"Measuring the pictures in {file_name(folder)} ...")
+                return drift_report(bundle, folder, ood, on_progress=progress, stop=stop)
+
+        self.jobs.start("drift", work, lambda report: self._drift_done(run, report), on_error=self._drift_failed,
+                        on_progress=self._shift_step, on_phase=lambda text: self.shift_status.setText(html.escape(text)),
+                        on_cancel=lambda: self._drift_failed("The drift report was stopped."), what="The drift report")
+        self._update_controls()
+
+    def _shift_step(self, done: int, total: int) -> None:
+        self.shift_progress.setRange(0, max(1, total))
+        self.shift_progress.setValue(done)
+
+    def _drift_done(self, run: str, report) -> None:
+        if run != self.current_run():
+            return
+        self.last_report = report
+        colour = {"none": GREEN, "some": style.ORANGE, "strong": VERMILLION}[report.verdict]
+        self.shift_status.setText(f"<b style='color:{colour}'>{html.escape(file_name(report.folder))}:</b> "
+                                  f"{html.escape(report.sentence())}")
+        self.drift_plot.show_report(report.histogram(), report.classes, report.reference_mix, report.new_mix)
+        self.drift_plot.setVisible(True)
+        self._update_controls()
+
+    def _drift_failed(self, message: str) -> None:
+        self.shift_status.setText(error_html(message))
+        self._update_controls()
+
+    def _clear_drift(self) -> None:
+        self.jobs.cancel("drift", notify=False)
+        self.last_report = None
+        self.drift_plot.clear()
+        self.drift_plot.setVisible(False)
+        self.shift_status.setText(SHIFT_HINT)
+
+    def open_adapt(self, mode: str) -> AdaptDialog | None:
+        """The *Adapt to these pictures* ("unlabelled") or *Adapt with labels* ("labels") dialog, not modal: the
+        work runs in the background and reports into it."""
+        run = self.current_run()
+        if run is None:
+            return None
+        folder = self.last_report.folder if self.last_report is not None else (self.new_folder() or "")
+        sentence = self.last_report.sentence() if self.last_report is not None and mode == "unlabelled" else ""
+        dialog = AdaptDialog(mode, Path(run).name, folder, sentence, self)
+        dialog.adaptRequested.connect(lambda f, method, epochs: self._adapt(dialog, run, f, method, epochs))
+        dialog.cancelRequested.connect(lambda: self.jobs.cancel("adapt"))
+        dialog.useRequested.connect(lambda path: (self.refresh_runs(select=path), dialog.accept()))
+        dialog.rejected.connect(lambda: self.jobs.cancel("adapt", notify=False))
+        self.adapt_dialog = dialog
+        dialog.show()
+        return dialog
+
+    def _adapt(self, dialog: AdaptDialog, run: str, folder: str, method: str, epochs: int) -> None:
+        dialog.set_busy(True)
+
+        if method == "labels":
+            def work(progress, stop):
+                progress.say("Training on the labelled pictures")
+                return shift_adapt.adapt_with_labels(run, folder, epochs=epochs, stop=stop, device=self.cache.device)
+        else:
+            def work(progress, stop):
+                def step(what, done, total):
+                    progress.say(what)
+                    progress(done, total)
+                return shift_adapt.adapt_run(run, folder, method, on_progress=step, stop=stop,
+                                             device=self.cache.device)
+
+        phase = {"text": ""}
+
+        def on_phase(text):
+            phase["text"] = text
+            dialog.show_progress(text, 0, 0)
+
+        def done(result):
+            if isinstance(result, shift_adapt.LabelledResult):
+                dialog.show_result(result.sentence(), result.run_dir or None, result.keep == "adapted")
+            else:
+                dialog.show_result(result.sentence(), result.run_dir)
+            self.refresh_runs(select=run)  # the new run is listed; the chosen model stays until the user switches
+            self._update_controls()
+
+        self.jobs.start("adapt", work, done, on_error=dialog.show_error, on_phase=on_phase,
+                        on_progress=lambda d, t: dialog.show_progress(phase["text"] or "Working", d, t),
+                        on_cancel=lambda: dialog.show_error("The adaptation was stopped; nothing was written."),
+                        what="The adaptation")
+
     # -- state -----------------------------------------------------------------------------------------------
 
     def _update_controls(self) -> None:
@@ -657,6 +920,12 @@ class PredictPage(QWidget):
         self.export_button.setEnabled(has_run and not exporting)
         self.export_cancel.setVisible(exporting)
         self.export_progress.setVisible(exporting)
+        drifting = self.jobs.running("drift")
+        for w in (self.drift_button, self.adapt_button, self.labels_button):
+            w.setEnabled(has_run and not drifting and not self.jobs.running("adapt"))
+        self.shift_cancel.setVisible(drifting)
+        self.shift_progress.setVisible(drifting)
+        self.unknown_check.setVisible(self.model.has_flags())
         if not has_run:
             self.drop_hint.setText("<h3>No trained model yet</h3><p>Train a model in the <b>Train</b> step; then "
                                    "drop pictures here to classify them.</p>")

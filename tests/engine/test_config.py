@@ -28,7 +28,10 @@ def _custom_config(root: Path) -> RunConfig:
     config = RunConfig(
         data=DataConfig(source=str(root / "pictures"), val_fraction=0.15, test_fraction=0.1, split_seed=7,
                         split="random", exclude=("train/ants/blurred.jpg",),
-                        relabel={"train/ants/really a bee.jpg": "bees"}),
+                        relabel={"train/ants/really a bee.jpg": "bees"},
+                        dicom_frames="all", dicom_window="auto", stretch="dataset", stretch_low=1.0, stretch_high=99.0,
+                        channels="3,2,1", slide_tile=256, slide_magnification=20.0, slide_tissue=0.3,
+                        tasks=("species", "stage")),
         model=ModelConfig(name="torchvision:mobilenet_v2", weights=str(root / "weights" / "mine.safetensors")),
         strategy="custom",
         epochs=9,
@@ -41,7 +44,8 @@ def _custom_config(root: Path) -> RunConfig:
         train=TrainConfig(batch_size=16, optimizer="sgd", weight_decay=0.0, momentum=0.8, schedule="onecycle",
                           warmup_epochs=1.0, augment="strong", label_smoothing=0.0, early_stopping=3, layer_decay=0.6,
                           precision="fp32", channels_last="off", device="cpu", workers=2, seed=42,
-                          cache_images=False, cache_features=False, feature_views=3, compile=True, fit_head=False),
+                          cache_images=False, cache_features=False, feature_views=3, compile=True, fit_head=False,
+                          task_weights={"species": 2.0}, task_weighting="uncertainty"),
         out=str(root / "my runs"),
         name="ants vs bees",
     )

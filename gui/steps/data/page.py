@@ -10,12 +10,13 @@ from __future__ import annotations
 from gui.support import qt_compat  # noqa: F401  (first: guards against a PySide6 bug, see the module)
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QStackedLayout,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QSplitter,
+                               QStackedLayout, QVBoxLayout, QWidget)
 
 from engine.data.scan import DatasetIndex, apply_overrides
 from gui import style
 from gui.steps.data.class_chart import ClassCountChart
+from gui.steps.data.format_controls import FormatControls
 from gui.steps.data.browser import DatasetBrowser
 from gui.widgets.format import plural
 from gui.steps.data.health import HealthPanel
@@ -117,9 +118,11 @@ class DataPage(QWidget):
         self.split = SplitControls()
         self.split.split_changed.connect(self._on_split_changed)
         self.health = HealthPanel()
+        self.formats = FormatControls()
+        self.formats.settings_changed.connect(self._on_formats_changed)
         boxes = {}
         for title, widget in (("Pictures per class", self.chart), ("Training and validation", self.split),
-                              ("Health", self.health)):
+                              ("How pictures are read", self.formats), ("Health", self.health)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(widget)
             boxes[title] = box
@@ -129,7 +132,11 @@ class DataPage(QWidget):
         lower_layout = QVBoxLayout(lower)
         lower_layout.setContentsMargins(0, 0, 0, 0)
         lower_layout.addWidget(boxes["Training and validation"])
+        lower_layout.addWidget(boxes["How pictures are read"])  # shown for DICOM, 16-bit TIFF, channels, slides
         lower_layout.addWidget(boxes["Health"], 1)
+        self.formats_box = boxes["How pictures are read"]
+        self.formats_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)  # never squashed
+        self.formats_box.hide()
         self.side = QSplitter(Qt.Orientation.Vertical)
         self.side.setChildrenCollapsible(False)
         self.side.addWidget(boxes["Pictures per class"])
@@ -184,6 +191,7 @@ class DataPage(QWidget):
         self.scanner.cancelled.connect(self._on_cancelled)
         project.project_replaced.connect(self._on_project_replaced)
         project.dataset_changed.connect(self._show_dataset)
+        project.config_changed.connect(lambda config: self.health.set_model(config.model.name))
         self._show_dataset(None)
 
     # -- scanning --------------------------------------------------------------------------------------------
@@ -206,7 +214,8 @@ class DataPage(QWidget):
         if prepare is not None:
             self.source.setText("<b>Pictures:</b> being prepared ...")
         self.status.emit("Preparing the pictures ..." if prepare else f"Checking the pictures in {data.source} ...")
-        self.scanner.start(data.source, data.val_fraction, data.test_fraction, data.split_seed, prepare, data.split)
+        self.scanner.start(data.source, data.val_fraction, data.test_fraction, data.split_seed, prepare, data.split,
+                           formats=data)
         self.state_changed.emit()
 
     def cancel_scan(self) -> None:
@@ -271,7 +280,9 @@ class DataPage(QWidget):
         self.rescan.setVisible(bool(source))
         self.browser.set_dataset(index)
         self.split.set_state(index, self.project.config.data)
-        self.health.set_dataset(index)
+        self.formats.set_state(index, self.project.config.data)
+        self.formats_box.setVisible(FormatControls.relevant(index, self.project.config.data))
+        self.health.set_dataset(index, self.project.config.model.name)
         self.review_button.setEnabled(index is not None and self.scanned is not None)
         if index is None:
             self.chart.set_counts([], {})
@@ -280,7 +291,9 @@ class DataPage(QWidget):
                                    "sub-folder per class (for example cats/ and dogs/), or train/ and val/ folders.",
                                    button=True)
         else:
-            self.chart.set_counts(index.classes, index.counts())
+            from gui.widgets.task_counts import chart_counts  # several tasks: bars per task and class (issue #17)
+
+            self.chart.set_counts(*chart_counts(index))
             if self.body.currentWidget() is not self.review:
                 self.body.setCurrentWidget(self.splitter)
         self.state_changed.emit()
@@ -289,6 +302,18 @@ class DataPage(QWidget):
         self.message.setText(text)
         self.message_button.setVisible(button)
         self.body.setCurrentWidget(self.empty)
+
+    # -- how pictures are read ---------------------------------------------------------------------------------
+
+    def _on_formats_changed(self, values: dict) -> None:
+        """A data setting changed (DICOM window, stretch, channels, tiles ...): keep it and read the pictures again."""
+        data = self.project.config.data
+        changes = {name: value for name, value in values.items() if getattr(data, name) != value}
+        if not changes:
+            return
+        self.project.update_data(**changes)
+        self.status.emit("Reading the pictures again with the new settings ...")
+        self.start_scan()
 
     # -- splitting -------------------------------------------------------------------------------------------
 
