@@ -380,13 +380,26 @@ def load_view(path: str, size: int = VIEW_SIZE):
     from PIL import Image
 
     from engine.data.images import ImageError, load_rgb
+    from engine.results.slides import is_slide_path
 
     try:
+        if is_slide_path(path):  # a whole slide (predicted tile by tile): its thumbnail
+            return _slide_view(path, size)
         image = load_rgb(path, draft_size=(size, size))
     except ImageError as exc:
         raise UserError(f"{os.path.basename(path)} cannot be shown: {exc}") from None
     image.thumbnail((size, size), Image.Resampling.BILINEAR)
     return image
+
+
+def _slide_view(path: str, size: int):
+    from engine.data.formats.slide import slide_thumbnail
+    from engine.data.images import ImageError
+
+    try:
+        return slide_thumbnail(path, size)
+    except Exception as exc:  # openslide raises its own types on damaged files
+        raise ImageError(f"the slide could not be read ({exc.__class__.__name__}).") from None
 
 
 def heat_map_view(cache: ModelCache, folder: str, path: str, target_class: int | None = None,
@@ -395,7 +408,10 @@ def heat_map_view(cache: ModelCache, folder: str, path: str, target_class: int |
     from engine.results.cam import overlay
     from engine.data.images import ImageError, load_rgb
     from engine.results.predict import heat_map
+    from engine.results.slides import is_slide_path
 
+    if is_slide_path(path):
+        return _slide_heat_map_view(cache, folder, path, target_class, size)
     try:
         original = load_rgb(path)
     except ImageError as exc:
@@ -409,4 +425,37 @@ def heat_map_view(cache: ModelCache, folder: str, path: str, target_class: int |
     mixed = overlay(view, result.cam)
     words = (f"Bright areas show what made the model think '{result.class_name}' "
              f"({100 * result.probability:.0f} % sure); dark areas mattered little.")
+    return to_qimage(view), to_qimage(mixed), words
+
+
+def _slide_heat_map_view(cache: ModelCache, folder: str, path: str, target_class: int | None,
+                         size: int) -> tuple[QImage, QImage, str]:
+    """A whole slide's map: each tissue tile coloured by its probability of the class (the slide's answer by
+    default), laid over the slide's thumbnail; glass tiles (skipped by the tissue test) keep the plain slide."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.data.formats.slide import open_slide, slide_grid, viridis
+    from engine.data.images import ImageError
+    from engine.results.slide_maps import slide_heat_map
+
+    try:
+        view = _slide_view(path, size)
+    except ImageError as exc:
+        raise UserError(f"{os.path.basename(path)} cannot be shown: {exc}") from None
+    with cache.use(folder) as bundle:
+        result = slide_heat_map(bundle, path, target_class)
+        grid = slide_grid(path, bundle.formats)
+    # The tiles cover columns x step of the slide's width (the last partial tile is not cut): scale to that part.
+    width, height = open_slide(path).dimensions
+    covered = (max(1, round(view.width * grid.columns * grid.step / width)),
+               max(1, round(view.height * grid.rows * grid.step / height)))
+    colours = Image.fromarray(viridis(result.scores)).resize(covered, Image.Resampling.NEAREST)
+    tissue = Image.fromarray(np.where(np.isfinite(result.scores), 140, 0).astype(np.uint8)).resize(
+        covered, Image.Resampling.NEAREST)
+    mixed = view.copy()
+    mixed.paste(colours, (0, 0), tissue)  # about half colour, half slide, on the scored tiles only
+    words = (f"Each of the slide's {result.tiles} tissue tiles coloured by how sure the model is of "
+             f"'{result.class_name}' (yellow: sure, purple: not); the slide's answer is the mean, "
+             f"{100 * result.probability:.0f} %. Glass was skipped.")
     return to_qimage(view), to_qimage(mixed), words

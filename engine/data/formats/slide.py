@@ -231,6 +231,12 @@ def score_grid(slide: str | os.PathLike, tiles: list[tuple[int, int, float]], se
     return out
 
 
+def slide_thumbnail(path: str | os.PathLike, size: int) -> Image.Image:
+    """The whole slide, at most ``size`` pixels on its longer side, RGB (glass shown white), from the slide's own
+    lowest-resolution level (OpenSlide's thumbnail: the full-resolution level is never read whole)."""
+    return _on_white(open_slide(path).get_thumbnail((size, size)))
+
+
 def heat_map_picture(scores: np.ndarray, cell: int = 16) -> Image.Image:
     """The score grid as a picture (each tile a cell x cell square), viridis, background light grey."""
     colours = viridis(scores)
