@@ -79,7 +79,18 @@ def slide_answers(rows: list, probs: np.ndarray, paths: Sequence[str], classes: 
         mean = np.mean(np.stack(good), axis=0)
         order = np.argsort(-mean, kind="stable")[:min(top_k, len(classes))]
         top = tuple((classes[j], float(mean[j])) for j in order)
-        final.append(type(tiles[0])(item, top[0][0], int(order[0]), top[0][1], top, true_class=truth))
+        final.append(type(tiles[0])(item, top[0][0], int(order[0]), top[0][1], top, true_class=truth,
+                                    **_slide_domain(tiles)))
     return final
+
+
+def _slide_domain(tiles: list) -> dict:
+    """A slide's out-of-distribution fields from its tiles' (engine.shift.ood): the mean score, and in the domain
+    when most of its scored tiles are; nothing when the tiles were not scored."""
+    scored = [t for t in tiles if t.error is None and getattr(t, "ood_score", None) is not None]
+    if not scored:
+        return {}
+    inside = sum(bool(t.in_domain) for t in scored)
+    return {"ood_score": float(np.mean([t.ood_score for t in scored])), "in_domain": inside * 2 > len(scored)}
 
 

@@ -345,8 +345,10 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable, ood: OodModel
     classes stay listed in ``top``)."""
     if top_k < 1:
         raise UserError("The number of classes to show (top k) must be at least 1.")
+    from engine.results.slides import expand_slides, slide_answers  # a slide: its tiles, then one answer for it
+
     given = list(paths_or_folders)
-    items = expand_paths(given)
+    items = expand_slides(expand_paths(given), bundle.formats)
     roots = [Path(g).expanduser() for g in given if Path(g).expanduser().is_dir()]
     truth = [true_class_of(path, roots, bundle.classes) if roots else None for path, _ in items]
     readable = [i for i, (_, error) in enumerate(items) if error is None]
@@ -367,10 +369,13 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable, ood: OodModel
         if scores is not None:
             inside = bool(scores[j] <= ood.threshold)
             extra = {"ood_score": float(scores[j]), "in_domain": inside}
-        row = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index], **extra)
-        if unknown and extra and not extra["in_domain"]:
-            row = dataclasses.replace(row, class_name=UNKNOWN, class_index=None, confidence=None)
-        rows[row_index] = row
+        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index],
+                                     **extra)
+    read = np.array([e is None for e in p.errors], dtype=bool).reshape(-1, 1)
+    rows = slide_answers(rows, np.where(read, probs, np.nan) if len(read) else probs, [items[i][0] for i in readable], bundle.classes, k)
+    if unknown:
+        rows = [dataclasses.replace(r, class_name=UNKNOWN, class_index=None, confidence=None)
+                if r.error is None and getattr(r, "in_domain", None) is False else r for r in rows]
     return rows
 
 

@@ -38,3 +38,22 @@ def test_a_slides_heat_map_colours_its_tissue_tiles(lab_run, qapp):  # noqa: F81
     assert np.array_equal(plain[:20, :20], mixed[:20, :20])  # glass (skipped tiles) left as it was
     assert np.abs(plain[96, 128].astype(int) - mixed[96, 128].astype(int)).sum() > 30  # tissue tiles coloured
     assert "tissue tiles" in words and "%" in words
+
+
+def test_the_predict_page_answers_once_per_slide_and_maps_it(lab_run, qtbot, tmp_path):  # noqa: F811
+    from gui.steps.predict import PredictPage
+
+    run, root, _ = lab_run
+    page = PredictPage()
+    qtbot.addWidget(page)
+    page.set_runs_folder(run.parent)
+    page.select_run(str(run))
+    page.add_paths([str(root / "shadow" / "slide.tiff"), str(root / "clear" / "study0.dcm")])
+    qtbot.waitUntil(lambda: page.model.rowCount() == 2 and not page.jobs.running("predict"), timeout=120_000)
+    slide, dicom = page.model.rows
+    assert slide.path.endswith("slide.tiff") and slide.error is None and slide.class_name in ("clear", "shadow")
+    assert slide.in_domain is not None and dicom.error is None  # the slide is scored like a picture
+    page.table.selectRow(0)
+    qtbot.waitUntil(lambda: page.panel.view.image is not None, timeout=60_000)
+    page.panel.heat.setChecked(True)
+    qtbot.waitUntil(lambda: "tissue tiles" in page.panel.status.text(), timeout=60_000)
