@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import DataConfig, RunConfig
+from engine.config import RunConfig
 from engine.errors import UserError
 from engine.files import atomic_write_text
 
@@ -78,7 +78,7 @@ def joined_config(config: RunConfig, labels: Labels, *, stop: threading.Event | 
     if not d.source:
         raise UserError("The project has no pictures yet: choose its data folder first.")
     index = scan(d.source, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.split_seed,
-                 split=d.split, verify=False, stop=stop, exclude=d.exclude, relabel=d.relabel)
+                 split=d.split, verify=False, stop=stop, exclude=d.exclude, relabel=d.relabel, formats=d)
     known = set(index.classes)
     in_data = {os.path.normcase(os.path.abspath(s.path)) for s in index.samples}
     rows = [(os.path.abspath(s.path), index.classes[s.label], s.split) for s in index.samples
@@ -109,8 +109,9 @@ def joined_config(config: RunConfig, labels: Labels, *, stop: threading.Event | 
         except OSError as exc:
             raise UserError(f"The list of training pictures could not be written to {folder} "
                             f"({exc.strerror or exc}): check that the project's folder can be written to.") from None
-    data = DataConfig(source=str(target), val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                      split_seed=d.split_seed, split="auto")
+    # Everything else about the data stays the project's (how lab pictures are read above all: a retrain must see
+    # the pictures as the run it follows did); the list already holds the exclusions, new names and splits.
+    data = dataclasses.replace(d, source=str(target), split="auto", exclude=(), relabel={})
     joined_cfg = dataclasses.replace(config, data=data, name=config.name or f"retrain-{joined}-labelled")
     return joined_cfg, JoinSummary(str(target), len(index.samples), joined, len(labels.none_of_these()), unknown)
 

@@ -126,3 +126,20 @@ def test_the_project_holds_its_pool_and_labels(tmp_path, tiny_dataset, pool):
     outside.write_text(text.replace('labels = "answers.csv"', 'labels = "/etc/labels.csv"'))
     opened = open_project(outside, data_dir=tmp_path / "app")
     assert opened.project.labels == "" and any("labels" in note for note in opened.notes)
+
+
+def test_a_retrain_reads_pictures_as_the_project_does(tmp_path, tiny_dataset, pool):
+    """The joined run keeps the project's data settings (a DICOM window, a contrast stretch, the channels): a retrain
+    on pictures read another way would not be the model the user labelled for."""
+    import dataclasses
+
+    paths = scan_pool(pool).paths
+    data = DataConfig(source=str(tiny_dataset), val_fraction=0.25, dicom_window="auto", stretch="dataset",
+                      stretch_low=1.0, stretch_high=99.0, channels="all", split_seed=3)
+    config = RunConfig(data=data, model=ModelConfig("timm:test_resnet", "none"), out=str(tmp_path / "runs"))
+    labels = read_labels(tmp_path / "p-labels.csv")
+    labels.set(paths[0], "blue")
+    joined, _ = joined_config(config, labels)
+    kept = {f.name for f in dataclasses.fields(DataConfig)} - {"source", "split", "exclude", "relabel"}
+    assert {k: getattr(joined.data, k) for k in kept} == {k: getattr(data, k) for k in kept}
+    assert joined.data.source.endswith(".csv") and joined.data.split == "auto"
