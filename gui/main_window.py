@@ -76,8 +76,8 @@ class MainWindow(QMainWindow):
         self.label_page.stateChanged.connect(lambda state, reason: self.steps.set_state("label", StepState(state),
                                                                                         reason))
         self.label_page.stateChanged.emit(*self.label_page.step_state())
-        self.training.train.runFinished.connect(lambda result: self.label_page.refresh_runs(
-            result.run_dir if result.status == "completed" else None))
+        self.training.train.runFinished.connect(lambda result: self.label_page.refresh_runs(  # (None: no result)
+            result.run_dir if getattr(result, "status", None) == "completed" else None))
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.steps)

@@ -115,6 +115,17 @@ def tiny_run_data(_tiny_run_template) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _own_model_library(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty model library of its own: a file one test imports would otherwise become the
+    model a later test's new project starts with (engine.project.starting)."""
+    import engine.project.library as library
+
+    folder = tmp_path_factory.mktemp("model-library")
+    monkeypatch.setattr(library, "default_library_dir", lambda: folder)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _collect_garbage_on_the_gui_thread(request):
     """GUI tests: garbage is collected on the GUI thread only, as in the app (gui.support.gc_guard), from the first GUI test
     on, whichever widget it starts with."""
