@@ -31,7 +31,7 @@ import torch.nn as nn
 from engine import files
 from engine.project import runs
 from engine.errors import ModelError, Stopped, UserError  # Stopped: the work was stopped on request
-from engine.data.images import ImageError, is_image_path, load_rgb
+from engine.data.images import ImageError, is_image_path
 
 __all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", "Tally", "accuracy_words",
            "expand_paths", "heat_map", "infer", "load_run_model", "plural", "predict_paths", "summary_line",
@@ -249,23 +249,157 @@ def _walk(folder: Path):
 FAST_FROM = 64  # pictures from which evaluation and prediction first make the faster model (a few seconds' work)
 
 
-def _fast_model(bundle: ModelBundle, n: int) -> nn.Module:
-    """The model for ``n`` pictures: on a CPU, the training's fast path (ONNX Runtime, else BatchNorm folded),
-    checked against the model on a probe batch; the model itself for a few pictures, on a GPU, or when that fails."""
+def last_linear(model: nn.Module, head: str) -> nn.Linear | None:
+    """The classifier's last linear layer: the head itself, or the last nn.Linear inside it; None when there is
+    none (a convolutional head)."""
+    try:
+        module = model.get_submodule(head) if head else model
+    except AttributeError:
+        module = model
+    if isinstance(module, nn.Linear):
+        return module
+    found = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
+
+
+class _WithFeatures(nn.Module):
+    """The model's logits followed by its penultimate features (the input of the classifier's last linear layer),
+    as one tensor: a single output, so the fast path (ONNX export, checked against the model) takes it like any
+    model, and the OOD score, drift report and adaptation get the same speed as prediction."""
+
+    def __init__(self, model: nn.Module, linear: nn.Linear):
+        super().__init__()
+        self.model = model
+        self._linear = [linear]  # not a child: its parameters are the model's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        caught: list[torch.Tensor] = []
+        hook = self._linear[0].register_forward_hook(lambda m, inputs, out: caught.append(inputs[0]))
+        try:
+            logits = self.model(x)
+        finally:
+            hook.remove()
+        return torch.cat([logits.float(), caught[-1].flatten(1).float()], 1)
+
+
+def _fast_model(bundle: ModelBundle, n: int, features: bool = False,
+                model: nn.Module | None = None) -> tuple[nn.Module, bool]:
+    """The module for ``n`` pictures, and whether its outputs carry the penultimate features after the logits
+    (``features`` asked and the model has a linear classifier). On a CPU from FAST_FROM pictures: the training's
+    fast path (ONNX Runtime, else BatchNorm folded), checked against the model on a probe batch and kept on the
+    bundle for its own model; the model itself for a few pictures, on a GPU, or when that fails."""
+    base = bundle.model if model is None else model
+    linear = last_linear(base, bundle.head) if features else None
+    module = _WithFeatures(base, linear) if linear is not None else base
     if n < FAST_FROM or torch.device(bundle.device).type != "cpu":
-        return bundle.model
+        return module, linear is not None
     from engine.train.fastpath import PROBE_BATCH, fast_inference
 
-    cached = getattr(bundle, "_fast", None)
+    key = "_fast_features" if linear is not None else "_fast"
+    cached = getattr(bundle, key, None) if model is None else None
     if cached is not None:
-        return cached
+        return cached, linear is not None
     example = torch.randn(PROBE_BATCH, *bundle.data_config["input_size"], generator=torch.Generator().manual_seed(0))
     try:
-        model, _ = fast_inference(bundle.model, example)
+        fast, _ = fast_inference(module, example)
     except Exception:  # any export or tracing problem: the model itself is always right
-        model = bundle.model
-    object.__setattr__(bundle, "_fast", model)
-    return model
+        fast = module
+    if model is None:
+        object.__setattr__(bundle, key, fast)
+    return fast, linear is not None
+
+
+def loader(bundle: ModelBundle, use_cache: bool = True):
+    """``load(path) -> (tensor | None, error | None)`` with the bundle's preprocessing, from its picture cache when
+    ``use_cache`` and it holds the picture."""
+    cache = bundle.cache if use_cache else None
+
+    def load(path: str):
+        try:
+            image = cache.get(path) if cache is not None else None
+            return (bundle.preprocess(path) if image is None else bundle.transform(image)), None
+        except ImageError as exc:
+            return None, str(exc)
+        except OSError as exc:  # the cache's folder, a file that vanished
+            return None, f"The picture cannot be read ({exc.strerror or exc})."
+    return load
+
+
+def batches(bundle: ModelBundle, paths: Sequence[str], batch_size: int = BATCH_SIZE,
+            stop: threading.Event | None = None, stop_message: str = "The work was stopped.", use_cache: bool = True):
+    """(indices of the pictures read, their tensor batch | None, {index: error | None}) per chunk of ``paths``, the
+    next chunk's pictures prepared on a few threads while this one is used."""
+    load = loader(bundle, use_cache)
+    chunks = [list(range(s, min(len(paths), s + batch_size))) for s in range(0, len(paths), batch_size)]
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = [pool.submit(load, paths[i]) for i in chunks[0]] if chunks else []
+        for k, chunk in enumerate(chunks):
+            if stop is not None and stop.is_set():
+                for future in pending:
+                    future.cancel()
+                raise Stopped(stop_message)
+            loaded = [f.result() for f in pending]
+            # The next batch's pictures are prepared while the model computes this one.
+            pending = [pool.submit(load, paths[i]) for i in chunks[k + 1]] if k + 1 < len(chunks) else []
+            good = [j for j, (t, _) in enumerate(loaded) if t is not None]
+            batch = torch.stack([loaded[j][0] for j in good]) if good else None
+            yield [chunk[j] for j in good], batch, dict(zip(chunk, (e for _, e in loaded)))
+
+
+def infer_outputs(bundle: ModelBundle, paths: Sequence[str], *, features: bool = False,
+                  model: nn.Module | None = None, batch_size: int = BATCH_SIZE,
+                  on_progress: ProgressCallback | None = None, stop: threading.Event | None = None,
+                  stop_message: str = "Prediction was stopped before the end.", use_cache: bool | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None, list[str | None]]:
+    """The raw logits of each path (float32, NaN rows for pictures that cannot be read), with ``features`` also
+    their penultimate features (None when the model has no linear classifier), and per path None or the sentence
+    saying why it could not be read. ``model``: another module of the bundle's architecture (an adapted copy), run
+    in eval mode. The path of training's frozen pass: pictures from the picture cache (``use_cache``; by default
+    from FAST_FROM pictures) or decoded on a few threads that prepare the next batch while the model computes this
+    one, the model through ONNX Runtime on a CPU, and glibc keeping its large blocks (no page faults for every
+    batch's tensors: engine.train.runtime.cpu_allocator_for_training)."""
+    from engine.train.runtime import cpu_allocator_for_training
+
+    n, k = len(paths), len(bundle.classes)
+    logits = np.full((n, k), np.nan, dtype=np.float32)
+    feats: np.ndarray | None = None
+    errors: list[str | None] = [None] * n
+    device = torch.device(bundle.device)
+    if device.type == "cpu":
+        batch_size = max(batch_size, CPU_BATCH_SIZE)  # fewer meetings of the threads per picture
+    cache = n >= FAST_FROM if use_cache is None else use_cache
+    allocator = cpu_allocator_for_training() if device.type == "cpu" and n >= FAST_FROM else contextlib.nullcontext()
+    was_training = model.training if model is not None else None
+    if model is not None:
+        model.eval()
+    done = 0
+    try:
+        with allocator:
+            net, with_features = _fast_model(bundle, n, features, model)
+            for indices, batch, errs in batches(bundle, paths, batch_size, stop, stop_message, cache):
+                for i, e in errs.items():
+                    errors[i] = e
+                if batch is not None:
+                    with torch.inference_mode():
+                        out = net(batch.to(device)).float().cpu().numpy()
+                    logits[indices] = out[:, :k]
+                    if with_features:
+                        if feats is None:
+                            feats = np.full((n, out.shape[1] - k), np.nan, dtype=np.float32)
+                        feats[indices] = out[:, k:]
+                done += len(errs)
+                if on_progress is not None:
+                    on_progress(done, n)
+    finally:
+        if model is not None:
+            model.train(was_training)
+    return logits, feats, errors
+
+
+def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Class probabilities (float32) of raw logits divided by the temperature; NaN rows stay NaN."""
+    return torch.from_numpy(np.asarray(logits, dtype=np.float32) / float(temperature)).softmax(1).numpy()
 
 
 def infer(bundle: ModelBundle, paths: Sequence[str], *, batch_size: int = BATCH_SIZE,
@@ -273,62 +407,22 @@ def infer(bundle: ModelBundle, paths: Sequence[str], *, batch_size: int = BATCH_
           stop_message: str = "Prediction was stopped before the end.",
           temperature: float | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Class probabilities for each path (float32, NaN rows for pictures that cannot be read) and, per path, None or
-    the sentence saying why it could not be read. The path of training's frozen pass: pictures come from the picture
-    cache when it holds them (else decoded, on a few threads that prepare the next batch while the model computes
-    this one), the model runs through ONNX Runtime on a CPU, and glibc keeps its large blocks (no page faults for
-    every batch's tensors: engine.train.runtime.cpu_allocator_for_training). The probabilities are calibrated with
+    the sentence saying why it could not be read (infer_outputs' fast path). The probabilities are calibrated with
     the bundle's temperature, or with ``temperature`` when given (1: the model's own, uncalibrated)."""
-    from engine.train.runtime import cpu_allocator_for_training
+    logits, _, errors = infer_outputs(bundle, paths, batch_size=batch_size, on_progress=on_progress, stop=stop,
+                                      stop_message=stop_message)
+    return calibrated(logits, bundle.temperature if temperature is None else temperature), errors
 
-    t = bundle.temperature if temperature is None else float(temperature)
-    n = len(paths)
-    probs = np.full((n, len(bundle.classes)), np.nan, dtype=np.float32)
-    errors: list[str | None] = [None] * n
-    device = torch.device(bundle.device)
-    cache = bundle.cache if n >= FAST_FROM else None
 
-    def load(path: str):
-        try:
-            image = cache.get(path) if cache is not None else None
-            if image is None:
-                return bundle.preprocess(path), None
-            return bundle.transform(image), None
-        except ImageError as exc:
-            return None, str(exc)
-
-    if device.type == "cpu":
-        batch_size = max(batch_size, CPU_BATCH_SIZE)  # fewer meetings of the threads per picture
-    chunks = [list(range(start, min(n, start + batch_size))) for start in range(0, n, batch_size)]
-    workers = max(1, min(4, (os.cpu_count() or 1)))
-    allocator = cpu_allocator_for_training() if device.type == "cpu" and n >= FAST_FROM else contextlib.nullcontext()
-    with allocator, ThreadPoolExecutor(max_workers=workers) as pool:
-        model = _fast_model(bundle, n)
-        pending = [pool.submit(load, paths[i]) for i in chunks[0]] if chunks else []
-        for k, chunk in enumerate(chunks):
-            if stop is not None and stop.is_set():
-                for future in pending:
-                    future.cancel()
-                raise Stopped(stop_message)
-            loaded = [future.result() for future in pending]
-            # The next batch's pictures are prepared while the model computes this one.
-            pending = [pool.submit(load, paths[i]) for i in chunks[k + 1]] if k + 1 < len(chunks) else []
-            good = [j for j, (tensor, _) in enumerate(loaded) if tensor is not None]
-            for i, (_, error) in zip(chunk, loaded):
-                errors[i] = error
-            if good:
-                batch = torch.stack([loaded[j][0] for j in good]).to(device)
-                with torch.inference_mode():
-                    out = (model(batch).float() / t).softmax(1).cpu().numpy()
-                probs[[chunk[j] for j in good]] = out
-            if on_progress is not None:
-                on_progress(chunk[-1] + 1, n)
-    return probs, errors
+Scorer = Callable[[np.ndarray, "np.ndarray | None"], tuple[np.ndarray, float]]
 
 
 def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathLike], *, top_k: int = 3,
                   batch_size: int = BATCH_SIZE, on_progress: ProgressCallback | None = None,
-                  stop: threading.Event | None = None) -> list[Prediction]:
-    """One Prediction per picture (folders opened), in order, with the ``top_k`` most probable classes."""
+                  stop: threading.Event | None = None, scorer: Scorer | None = None) -> list[Prediction]:
+    """One Prediction per picture (folders opened), in order, with the ``top_k`` most probable classes. ``scorer``
+    (engine.shift.ood): (logits, penultimate features | None) -> (how unlike the training pictures each one is,
+    the threshold above which it is flagged); each readable row then carries ``ood_score`` and ``in_domain``."""
     if top_k < 1:
         raise UserError("The number of classes to show (top k) must be at least 1.")
     given = list(paths_or_folders)
@@ -338,19 +432,23 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathL
     roots = [Path(g).expanduser() for g in given if Path(g).expanduser().is_dir()]
     truth = [true_class_of(path, roots, bundle.classes) if roots else None for path, _ in items]
     readable = [i for i, (_, error) in enumerate(items) if error is None]
-    probs, errors = infer(bundle, [items[i][0] for i in readable], batch_size=batch_size, on_progress=on_progress,
-                          stop=stop)
+    logits, features, errors = infer_outputs(bundle, [items[i][0] for i in readable], features=scorer is not None,
+                                             batch_size=batch_size, on_progress=on_progress, stop=stop)
+    probs = calibrated(logits, bundle.temperature)
+    scores, threshold = scorer(logits, features) if scorer is not None else (None, None)
     rows: list[Prediction] = [Prediction(path, error=error, true_class=truth[i])
                               for i, (path, error) in enumerate(items)]
     k = min(top_k, len(bundle.classes))
-    for row_index, p, error in zip(readable, probs, errors):
+    for j, (row_index, p, error) in enumerate(zip(readable, probs, errors)):
         path = items[row_index][0]
         if error is not None:
             rows[row_index] = Prediction(path, error=error, true_class=truth[row_index])
             continue
         order = np.argsort(-p, kind="stable")[:k]
-        top = tuple((bundle.classes[j], float(p[j])) for j in order)
-        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index])
+        top = tuple((bundle.classes[c], float(p[c])) for c in order)
+        extra = {} if scores is None else {"ood_score": float(scores[j]), "in_domain": bool(scores[j] <= threshold)}
+        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index],
+                                     **extra)
     return slide_answers(rows, probs, [items[i][0] for i in readable], bundle.classes, k)
 
 

@@ -45,8 +45,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from engine import files
 from engine.errors import UserError
 from engine.project import runs
-from engine.results.predict import ModelBundle, expand_paths, load_run_model, true_class_of
-from engine.shift.features import batches, run_pass
+from engine.results.predict import ModelBundle, batches, expand_paths, load_run_model, true_class_of
+from engine.shift.features import run_pass
 
 METHODS = ("adabn", "tent")
 MIN_PICTURES = 32
@@ -135,7 +135,7 @@ def adabn(model: nn.Module, bundle: ModelBundle, paths: list[str], *, depth: flo
     """Re-estimate, in place, the running statistics of the first ``depth`` share of ``model``'s BatchNorm layers on
     ``paths`` and mix them with the source's. Only ``running_mean`` and ``running_var`` change. Returns (layers
     adapted, BatchNorm layers, target weight). ``loaded``: the batches, when already prepared (as
-    engine.shift.features.batches gives them)."""
+    engine.results.predict.batches gives them)."""
     chosen, total = chosen_layers(model, depth)
     if not chosen:
         raise NoBatchNorm(no_batchnorm_sentence(bundle.architecture))

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
 
 from engine import files
 from engine.errors import UserError
 from engine.project import runs
-from engine.results.predict import ModelBundle, Prediction, expand_paths, true_class_of
+from engine.results import predict
+from engine.results.predict import ModelBundle, Prediction
 from engine.shift.features import Pass, ProgressCallback, run_pass
 
 KEY = "ood"  # in model.json
@@ -349,36 +349,11 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable, ood: OodModel
     """As engine.results.predict.predict_paths, each readable picture also with its ``ood_score`` and
     ``in_domain`` (under the threshold); with ``unknown``, a flagged picture's prediction is "unknown" (its
     classes stay listed in ``top``)."""
-    if top_k < 1:
-        raise UserError("The number of classes to show (top k) must be at least 1.")
-    from engine.results.slides import expand_slides, slide_answers  # a slide: its tiles, then one answer for it
+    def scorer(logits, features):
+        return ood.scores(Pass(logits, features, [])), ood.threshold
 
-    given = list(paths_or_folders)
-    items = expand_slides(expand_paths(given), bundle.formats)
-    roots = [Path(g).expanduser() for g in given if Path(g).expanduser().is_dir()]
-    truth = [true_class_of(path, roots, bundle.classes) if roots else None for path, _ in items]
-    readable = [i for i, (_, error) in enumerate(items) if error is None]
-    p = run_pass(bundle, [items[i][0] for i in readable], on_progress=on_progress, stop=stop,
-                 stop_message="Prediction was stopped before the end.")
-    scores = ood.scores(p) if ood is not None else None
-    probs = torch.from_numpy(p.logits.astype(np.float64) / bundle.temperature).softmax(1).numpy()
-    rows = [Prediction(path, error=error, true_class=truth[i]) for i, (path, error) in enumerate(items)]
-    k = min(top_k, len(bundle.classes))
-    for j, row_index in enumerate(readable):
-        path = items[row_index][0]
-        if p.errors[j] is not None:
-            rows[row_index] = Prediction(path, error=p.errors[j], true_class=truth[row_index])
-            continue
-        order = np.argsort(-probs[j], kind="stable")[:k]
-        top = tuple((bundle.classes[c], float(probs[j][c])) for c in order)
-        extra = {}
-        if scores is not None:
-            inside = bool(scores[j] <= ood.threshold)
-            extra = {"ood_score": float(scores[j]), "in_domain": inside}
-        rows[row_index] = Prediction(path, top[0][0], int(order[0]), top[0][1], top, true_class=truth[row_index],
-                                     **extra)
-    read = np.array([e is None for e in p.errors], dtype=bool).reshape(-1, 1)
-    rows = slide_answers(rows, np.where(read, probs, np.nan) if len(read) else probs, [items[i][0] for i in readable], bundle.classes, k)
+    rows = predict.predict_paths(bundle, paths_or_folders, top_k=top_k, on_progress=on_progress, stop=stop,
+                                 scorer=scorer if ood is not None else None)
     if unknown:
         rows = [dataclasses.replace(r, class_name=UNKNOWN, class_index=None, confidence=None)
                 if r.error is None and getattr(r, "in_domain", None) is False else r for r in rows]

@@ -210,3 +210,24 @@ def test_evaluation_and_prediction_take_the_fast_path_with_the_same_results(tiny
     assert bundle._fast is not bundle.model  # a faster module was made and checked
     assert errors == [None] * len(paths)
     assert fast == pytest.approx(plain, abs=1e-4)
+
+
+def test_the_pass_for_the_unlike_score_and_drift_takes_the_fast_path_too(tiny_run, tiny_run_data, monkeypatch):
+    """The pass that keeps each picture's penultimate features (the OOD flag of a prediction, the drift report,
+    adaptation) runs on prediction's fast path, with the same logits and features as the plain model's hook."""
+    import engine.results.predict as predict
+    from engine.shift.features import run_pass
+
+    bundle = predict.load_run_model(tiny_run, "cpu")
+    paths = sorted(str(p) for p in Path(tiny_run_data).rglob("*.png"))
+    monkeypatch.setattr(predict, "FAST_FROM", 10**9)
+    plain = run_pass(bundle, paths)
+    monkeypatch.setattr(predict, "FAST_FROM", 1)
+    fast = run_pass(bundle, paths)
+    made = bundle._fast_features
+    assert not isinstance(made, predict._WithFeatures)  # a faster module was made and checked, not the hooked model
+    assert plain.features is not None and plain.features.shape == fast.features.shape
+    assert fast.logits == pytest.approx(plain.logits, abs=1e-4)
+    assert fast.features == pytest.approx(plain.features, abs=1e-4)
+    linear = predict.last_linear(bundle.model, bundle.head)
+    assert plain.features.shape[1] == linear.in_features
