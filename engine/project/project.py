@@ -230,6 +230,9 @@ def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir
             config = dataclasses.replace(config, out=str(target),
                                          model=dataclasses.replace(config.model,
                                                                    weights=_moved(config.model.weights, moved)))
+    elif _saved_elsewhere(project, path):
+        config, copy_notes = _copy_runs_beside(config, Path(project.path), path)
+        notes += copy_notes
     saved = dataclasses.replace(project, config=config, path=str(path))
     try:
         atomic_write_text(path, dumps_project(saved, path))
@@ -243,6 +246,36 @@ def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir
                 Path(next(iter(moved.values()))).parent.rmdir()  # the runs folder made for them, empty again
         raise ConfigError(message) from None
     return SavedProject(saved, tuple(moved.values()), tuple(notes))
+
+
+def _saved_elsewhere(project: Project, path: Path) -> bool:
+    """Whether a saved project is being saved in another folder (Save As) that does not hold its runs folder."""
+    if not project.path or not project.config.out:
+        return False
+    old_folder, out = Path(project.path).resolve().parent, Path(project.config.out).expanduser().resolve()
+    return (old_folder != path.parent and _inside(out, old_folder) and not _inside(out, path.parent)
+            and out.is_dir())
+
+
+def _copy_runs_beside(config: RunConfig, old_path: Path, path: Path) -> tuple[RunConfig, list[str]]:
+    """Save As into another folder: the project's runs are copied beside the new file (the first project keeps its
+    own), so the copy opens with its run history; without them (training now, a full disk) it says why."""
+    from engine.project import runs
+
+    target = _runs_folder_beside(path)
+    try:
+        copied = runs.copy_runs(config.out, target)
+    except (runs.RunBusyError, runs.RunFolderError) as exc:
+        return (dataclasses.replace(config, out=str(target)),
+                [f"{str(exc).removesuffix('.')}, so this copy of the project starts without the runs of "
+                 f"{old_path.name}; they stay beside it in {config.out}."])
+    weights = _moved(config.model.weights, copied)
+    config = dataclasses.replace(config, out=str(target), model=dataclasses.replace(config.model, weights=weights))
+    if not copied:
+        return config, []
+    n = len(copied)
+    return config, [f"{n} run{'s' if n > 1 else ''} of {old_path.name} {'were' if n > 1 else 'was'} copied into "
+                    f"{target}; {old_path.name} keeps its own."]
 
 
 def _runs_folder_beside(path: Path) -> Path:

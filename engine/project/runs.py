@@ -269,6 +269,50 @@ def move_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str,
     return moved
 
 
+def copy_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str, str]:
+    """Copy every run folder of ``source`` into ``target`` (made when missing): all of them, or none (a project saved
+    under another name in another folder takes copies of its runs; the first project keeps its own).
+
+    Each run is copied under a hidden name and renamed into place once whole, its lock held meanwhile. Returns {old
+    folder: copy}. Raises RunBusyError when one is training right now and RunMoveError with a sentence when one
+    cannot be copied (a full disk): the copies made until then are removed."""
+    import shutil
+    import uuid
+
+    source, target = Path(source), Path(target)
+    if not source.is_dir():
+        return {}
+    folders = sorted(p for p in source.iterdir() if (p / CONFIG).is_file())
+    copied: dict[str, str] = {}
+    with contextlib.ExitStack() as locks:
+        for folder in folders:
+            try:
+                locks.enter_context(run_lock(folder))
+            except RunBusyError:
+                raise RunBusyError(f"The run {folder.name} is still training.") from None
+        try:
+            if folders:
+                target.mkdir(exist_ok=True)
+            for folder in folders:
+                destination = _free_name(target, folder.name)
+                partial = destination.with_name(f".{destination.name}.copying-{uuid.uuid4().hex[:8]}")
+                try:
+                    shutil.copytree(folder, partial, symlinks=True,
+                                    ignore=shutil.ignore_patterns(LOCK))  # the lock held here stays with the original
+                    os.rename(partial, destination)
+                except BaseException:
+                    shutil.rmtree(partial, ignore_errors=True)
+                    raise
+                copied[str(folder)] = str(destination)
+        except OSError as exc:
+            for made in copied.values():
+                shutil.rmtree(made, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                target.rmdir()  # when it is empty again
+            raise RunMoveError(f"The runs could not be copied into {target} ({exc.strerror or exc}).") from None
+    return copied
+
+
 def _free_name(folder: Path, name: str) -> Path:
     candidate, i = folder / name, 1
     while candidate.exists():

@@ -203,3 +203,69 @@ def test_saving_into_a_missing_folder_moves_nothing_and_makes_no_folder(tmp_path
     with pytest.raises(ConfigError, match="could not be saved"):
         save_project_and_runs(unsaved, tmp_path / "no" / "such" / "colours.tsproj", data_dir=data_dir)
     assert not (tmp_path / "no").exists() and len(names(unsaved.config.out)) == 2
+
+
+def saved_with_runs(tmp_path, data_dir, unsaved):
+    first = tmp_path / "first"
+    first.mkdir()
+    return save_project_and_runs(unsaved, first / "colours.tsproj", data_dir=data_dir).project
+
+
+def test_save_as_into_another_folder_takes_copies_of_the_runs(tmp_path, data_dir, unsaved):
+    project = saved_with_runs(tmp_path, data_dir, unsaved)
+    before = names(project.config.out)
+    best = Path(project.config.out) / before[1] / runs.BEST
+    project = project.with_config(dataclasses.replace(
+        project.config, model=dataclasses.replace(project.config.model, weights=str(best))))
+    other = tmp_path / "other"
+    other.mkdir()
+
+    copy = save_project_and_runs(project, other / "colours-v2.tsproj", data_dir=data_dir)
+
+    assert copy.project.config.out == str(other / "runs")
+    assert names(other / "runs") == before  # the copy opens with its run history
+    assert names(project.config.out) == before  # and the first project keeps its own
+    assert "2 runs of colours.tsproj were copied into" in copy.notes[0]
+    assert copy.project.config.model.weights == str(other / "runs" / before[1] / runs.BEST)
+    assert Path(copy.project.config.model.weights).read_bytes() == best.read_bytes()
+    reopened = open_project(other / "colours-v2.tsproj", data_dir=data_dir)
+    assert reopened.notes == () and names(reopened.project.config.out) == before
+
+
+def test_save_as_in_the_same_folder_shares_the_runs_folder(tmp_path, data_dir, unsaved):
+    project = saved_with_runs(tmp_path, data_dir, unsaved)
+    copy = save_project_and_runs(project, tmp_path / "first" / "colours-v2.tsproj", data_dir=data_dir)
+    assert copy.notes == () and copy.project.config.out == project.config.out
+    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["colours-v2.tsproj", "colours.tsproj", "runs"]
+
+
+def test_save_as_while_a_run_trains_says_the_copy_starts_without_runs(tmp_path, data_dir, unsaved):
+    project = saved_with_runs(tmp_path, data_dir, unsaved)
+    training = Path(project.config.out) / names(project.config.out)[0]
+    other = tmp_path / "other"
+    other.mkdir()
+    with runs.run_lock(training):
+        copy = save_project_and_runs(project, other / "colours-v2.tsproj", data_dir=data_dir)
+    assert f"The run {training.name} is still training, so this copy of the project starts without" in copy.notes[0]
+    assert copy.project.config.out == str(other / "runs") and not (other / "runs").exists()
+    assert len(names(project.config.out)) == 2
+
+
+def test_a_copy_failing_half_way_leaves_no_partial_runs(tmp_path, data_dir, unsaved, monkeypatch):
+    project = saved_with_runs(tmp_path, data_dir, unsaved)
+    other = tmp_path / "other"
+    other.mkdir()
+    real = shutil.copytree
+    calls = []
+
+    def full_disk(src, dst, *args, **kwargs):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copytree", full_disk)
+    copy = save_project_and_runs(project, other / "colours-v2.tsproj", data_dir=data_dir)
+    assert "could not be copied" in copy.notes[0] and "No space left on device" in copy.notes[0]
+    assert not (other / "runs").exists()  # no half copy
+    assert len(names(project.config.out)) == 2
