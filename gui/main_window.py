@@ -334,9 +334,11 @@ class MainWindow(QMainWindow):
         self.settings.setValue(LAST_PROJECT_FOLDER_KEY, str(Path(saved.path).parent))
         self.recent.add(saved.path)
         self.drafts.discard()
-        moved = len(result.moved)
+        moved, copied = len(result.moved), len(result.copied)
         self.show_status(f"Saved {saved.path}" + (f"; its {moved} run{'s' if moved != 1 else ''} moved into "
-                                                  f"{saved.config.out}" if moved else ""))
+                                                  f"{saved.config.out}" if moved else "")
+                         + (f"; copies of its {copied} run{'s' if copied != 1 else ''} made in {saved.config.out}"
+                            if copied else ""))
         for note in result.notes:
             self.show_error("The runs stayed where they were", note, warning=False)
         return True

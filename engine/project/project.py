@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class SavedProject:
     project: Project
     moved: tuple[str, ...] = ()  # the run folders moved beside the project file, in their new place
     notes: tuple[str, ...] = ()  # sentences for the user: why the runs stayed where they were
+    copied: tuple[str, ...] = ()  # Save As into another folder: the copies of the runs made beside the new file
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir
     config = project.config
     source = runs_to_adopt(project, data_dir=data_dir)
     moved: dict[str, str] = {}
+    copied: dict[str, str] = {}
     notes = []
     if source is not None:
         target = _runs_folder_beside(path)
@@ -231,7 +234,7 @@ def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir
                                          model=dataclasses.replace(config.model,
                                                                    weights=_moved(config.model.weights, moved)))
     elif _saved_elsewhere(project, path):
-        config, copy_notes = _copy_runs_beside(config, Path(project.path), path)
+        config, copied, copy_notes = _copy_runs_beside(config, Path(project.path), path)
         notes += copy_notes
     saved = dataclasses.replace(project, config=config, path=str(path))
     try:
@@ -239,13 +242,18 @@ def save_project_and_runs(project: Project, path: str | os.PathLike, *, data_dir
     except OSError as exc:
         message = f"The project could not be saved to {path} ({exc.strerror or exc}): choose another folder."
         stranded = runs.move_runs_back(moved)
+        for copy in copied.values():  # Save As: the copies made for a file that was not written
+            shutil.rmtree(copy, ignore_errors=True)
+        if copied:
+            with contextlib.suppress(OSError):
+                Path(config.out).rmdir()
         if stranded:
             message += f" Its runs are in {Path(stranded[0]).parent}."
         elif moved:
             with contextlib.suppress(OSError):
                 Path(next(iter(moved.values()))).parent.rmdir()  # the runs folder made for them, empty again
         raise ConfigError(message) from None
-    return SavedProject(saved, tuple(moved.values()), tuple(notes))
+    return SavedProject(saved, tuple(moved.values()), copied=tuple(copied.values()), notes=tuple(notes))
 
 
 def _saved_elsewhere(project: Project, path: Path) -> bool:
@@ -257,7 +265,8 @@ def _saved_elsewhere(project: Project, path: Path) -> bool:
             and out.is_dir())
 
 
-def _copy_runs_beside(config: RunConfig, old_path: Path, path: Path) -> tuple[RunConfig, list[str]]:
+def _copy_runs_beside(config: RunConfig, old_path: Path, path: Path
+                      ) -> tuple[RunConfig, dict[str, str], list[str]]:
     """Save As into another folder: the project's runs are copied beside the new file (the first project keeps its
     own), so the copy opens with its run history; without them (training now, a full disk) it says why."""
     from engine.project import runs
@@ -266,16 +275,12 @@ def _copy_runs_beside(config: RunConfig, old_path: Path, path: Path) -> tuple[Ru
     try:
         copied = runs.copy_runs(config.out, target)
     except (runs.RunBusyError, runs.RunFolderError) as exc:
-        return (dataclasses.replace(config, out=str(target)),
+        return (dataclasses.replace(config, out=str(target)), {},
                 [f"{str(exc).removesuffix('.')}, so this copy of the project starts without the runs of "
                  f"{old_path.name}; they stay beside it in {config.out}."])
     weights = _moved(config.model.weights, copied)
-    config = dataclasses.replace(config, out=str(target), model=dataclasses.replace(config.model, weights=weights))
-    if not copied:
-        return config, []
-    n = len(copied)
-    return config, [f"{n} run{'s' if n > 1 else ''} of {old_path.name} {'were' if n > 1 else 'was'} copied into "
-                    f"{target}; {old_path.name} keeps its own."]
+    return dataclasses.replace(config, out=str(target), model=dataclasses.replace(config.model, weights=weights)), \
+        copied, []
 
 
 def _runs_folder_beside(path: Path) -> Path:

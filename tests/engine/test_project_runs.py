@@ -225,7 +225,7 @@ def test_save_as_into_another_folder_takes_copies_of_the_runs(tmp_path, data_dir
     assert copy.project.config.out == str(other / "runs")
     assert names(other / "runs") == before  # the copy opens with its run history
     assert names(project.config.out) == before  # and the first project keeps its own
-    assert "2 runs of colours.tsproj were copied into" in copy.notes[0]
+    assert copy.notes == () and sorted(copy.copied) == sorted(str(other / "runs" / n) for n in before)
     assert copy.project.config.model.weights == str(other / "runs" / before[1] / runs.BEST)
     assert Path(copy.project.config.model.weights).read_bytes() == best.read_bytes()
     reopened = open_project(other / "colours-v2.tsproj", data_dir=data_dir)
