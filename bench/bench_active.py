@@ -6,16 +6,18 @@
    - a generated dataset with more classes: 9 classes (three patterns of engine.project.demo's recipe, each in three
      tints), 40 pool pictures and 20 validation pictures per class, 64 x 64 pixels.
    Each starts with a few labelled pictures per class (drawn at random by the seed) and adds a fixed number per round
-   for 5 rounds, chosen (a) at random, (b) by the app's suggestions (``engine.active.ranking.select``: margin
-   uncertainty x novelty, the same function the app and ``main.py suggest`` use). After each round a linear head
+   for 5 rounds, chosen (a) at random, (b) by the app's suggestions (``engine.active.ranking.select``, the same
+   function the app and ``main.py suggest`` use: typical pictures during a cold start, then margin uncertainty x
+   novelty within k-means groups). After each round a linear head
    (multinomial logistic regression, L-BFGS, fixed L2) is trained on the labelled pictures' features and measured on
    the validation pictures. The features of MobileNetV2 (``../shared/weights/mobilenet_v2_in1k.safetensors``) are
    computed ONCE per dataset and the rounds are simulated on them: that is what a feature-extraction retrain learns
    from, and it keeps the benchmark fast on a shared 2-core machine. Mean of 3 seeds.
    Aims: the suggestions are never below random, and reach random's final accuracy with at most 60 % of its labels.
 2. A real retrain (``engine.active.retrain``, the window's *Retrain*): a feature-extraction run of MobileNetV2 on ants
-   vs bees, then a retrain with 20 labelled pool pictures added; the retrain reads the frozen outputs of the pictures
-   already seen from the store (engine.train.store) and computes only the new ones. Measured: wall time of each.
+   vs bees, then a retrain with 20 labelled pool pictures added; the retrain refits the head on the frozen layers'
+   stored outputs (engine.active.refit), computing only the new pictures' ones. Measured: wall time of each, outputs
+   read back and computed.
 
     python bench/bench_active.py [--seeds 3] [--skip-retrain] [--out docs/active.md]
 
@@ -187,10 +189,12 @@ def real_retrain(work: Path) -> dict:
         labels.set(path, name)
     labels.save()
     t0 = time.perf_counter()
-    result, summary, _ = retrain(config, labels, start_run=first.run_dir)
+    done = retrain(config, labels, start_run=first.run_dir)
     t_retrain = time.perf_counter() - t0
+    result, summary = done.result, done.summary
+    refit = done.refit.to_dict() if done.refit is not None else None
     return {"first_s": t_first, "retrain_s": t_retrain, "first_acc": first.best_val_acc,
-            "retrain_acc": result.best_val_acc, "joined": summary.joined, "status": result.status}
+            "retrain_acc": result.best_val_acc, "joined": summary.joined, "status": result.status, "refit": refit}
 
 
 def write_doc(out: Path, results: list[dict], retrain_figures: dict | None, seeds: int, seconds: float) -> None:
@@ -205,9 +209,11 @@ def write_doc(out: Path, results: list[dict], retrain_figures: dict | None, seed
         "Labels hidden, then revealed as a simulated user answers. Each dataset starts with a few labelled pictures "
         "per class (drawn by the seed, the same for both ways of choosing) and adds a fixed number per round for 5 rounds, "
         "chosen (a) at random or (b) by the app's suggestions (`engine.active.ranking.select`, the function behind "
-        "*Suggest* and `main.py suggest`: margin uncertainty x novelty, a weighted k-center greedy on the features; "
-        "during a cold start -- fewer labelled pictures than the round adds -- the most typical picture of each of as "
-        "many k-means groups). "
+        "*Suggest* and `main.py suggest`, called here as is: during a cold start -- fewer labelled pictures than the "
+        "round adds, as in ants vs bees' first round -- the most typical picture of each of as many k-means groups "
+        "(TypiClust-like); then the pool split into as many k-means groups as pictures wanted, each giving its picture "
+        "of largest margin uncertainty x novelty, novelty being the distance to the nearest labelled picture "
+        "(Cluster-Margin-like)). "
         "After each round a linear head (multinomial logistic regression, L-BFGS, fixed L2 = 1e-3 on standardised "
         "features) is trained on the labelled pictures and measured on the validation pictures; figures are the "
         f"mean of {seeds} seeds. MobileNetV2's features (`../shared/weights/mobilenet_v2_in1k.safetensors`) are computed "
@@ -234,20 +240,45 @@ def write_doc(out: Path, results: list[dict], retrain_figures: dict | None, seed
                   f"- Random's final accuracy ({rand[-1]:.3f} with {counts[-1]} labels) reached by the suggestions "
                   f"with {reach}: **{'met' if r['share'] is not None and r['share'] <= 0.6 else 'not met'}** "
                   "(aim: at most 60 %).", ""]
+    lines += ["How the rule was chosen (while developing it, on these same features with the same simulation): the "
+              "previous rule (margin x novelty by a weighted k-center greedy after the cold start), TypiClust with "
+              "|labelled| + n groups every round, BADGE-like k-means++ on the head's gradient embedding, pure margin, "
+              "a longer cold start, and typicality-weighted variants were tried with 3 seeds; the best four again "
+              "with 6 seeds, where the previous rule and the longer cold start fell below random in some round on "
+              "ants vs bees, and this rule (like its typicality-weighted variant) did not; with 10 seeds this rule "
+              "was still never below random on either dataset, but reached random's final accuracy only with 83 % "
+              "(generated) and 100 % (ants vs bees) of its labels. The trade-off, plainly: the previous rule's one good "
+              "figure on ants vs bees (random's final accuracy with 63 % of its labels, 3 seeds) came from a spike at "
+              "34 labels that it also showed with 6 seeds (0.952), while with 6 seeds it fell below random at 24 and "
+              "44 labels (0.911 against 0.912, 0.929 against 0.938) and ended below it (0.942 against 0.946); this "
+              "rule is steadier (above random in every round) but does not reach random's final accuracy early. "
+              "Neither meets the 60 % aim on both datasets. Differences of about 0.01 are within the seeds' spread.",
+              ""]
     if retrain_figures:
         f = retrain_figures
         lines += ["## Retrain in seconds", "",
                   "A real feature-extraction run of MobileNetV2 on ants vs bees (40 training pictures held back as "
-                  "the pool, 3 epochs, CPU), then `engine.active.retrain` (the window's *Retrain*) with "
-                  f"{f['joined']} of them labelled. The retrain is a whole run (scan, model, run folder, epochs, "
-                  "calibration); the frozen layers' outputs of the pictures the first run saw are read back from the "
-                  "store (`engine.train.store`), so only the new pictures should pass through the network.", "",
+                  "the pool, 3 epochs, CPU, 2 threads), then `engine.active.retrain` (the window's *Retrain*) with "
+                  f"{f['joined']} of them labelled. The retrain is a normal run folder (settings, metrics, best "
+                  "weights, calibrated temperature; it evaluates, predicts and exports like any run), but with "
+                  "feature extraction and the frozen layers' outputs stored it trains only the head on them "
+                  "(`engine.active.refit`: the outputs of the pictures already seen read back from the store, the head "
+                  "solved by L-BFGS and then the phase's epochs on the outputs, as the full run does); only the newly "
+                  "labelled pictures pass through the frozen layers, and the pictures are not decoded again to be "
+                  "checked.", "",
                   "| | wall time | best validation accuracy |", "|---|---:|---:|",
                   f"| first run (frozen outputs computed) | {f['first_s']:.1f} s | {f['first_acc']:.3f} |",
                   f"| retrain with {f['joined']} labelled pictures | {f['retrain_s']:.1f} s | "
-                  f"{f['retrain_acc']:.3f} |", "",
-                  f"The retrain took {f['retrain_s'] / f['first_s']:.0%} of the first run's time (same machine, "
-                  "measured one after the other, the machine shared with other work).", ""]
+                  f"{f['retrain_acc']:.3f} |", ""]
+        if f.get("refit"):
+            r = f["refit"]
+            lines += [f"The retrain refitted the head: {r['read_back']:,} frozen-layer outputs read back from the "
+                      f"store, {r['computed']:,} computed (the {f['joined']} new pictures' augmented views); "
+                      f"{f['retrain_s'] / f['first_s']:.0%} of the first run's time "
+                      "(measured one after the other on the same machine, shared with other work). Aim (seconds, "
+                      f"not minutes): **{'met' if f['retrain_s'] < 60 else 'not met'}**.", ""]
+        else:
+            lines += ["The retrain did not refit the head (it trained the normal way): see the run's log.", ""]
     lines += [f"Total benchmark time: {seconds / 60:.1f} min.", ""]
     lines += USAGE.splitlines()
     out.write_text("\n".join(lines), encoding="utf-8")
@@ -263,14 +294,15 @@ are left out, and none of it trains until labelled.
 
 **Suggestions** (`engine.active.ranking`). The chosen run's model looks at every pool picture once; the input of its
 head (the pooled features) and its calibrated probabilities are kept. Each picture's uncertainty is the margin
-`1 - (p1 - p2)` (or the normalised entropy). The suggestions are chosen greedily by `uncertainty x novelty`, novelty
-being the feature distance to the nearest picture already labelled (the run's training pictures and the labelled pool
-pictures) or already suggested -- a weighted k-center greedy, so that twenty suggestions are not twenty near-copies.
-While the model has learnt from fewer pictures than it is about to be given (a cold start), its uncertainty is not
-worth much yet: the pool is then split into as many groups as pictures wanted (k-means) and the most typical picture
-of each is suggested. Ties are broken by a seeded random order: the same run, pool, answers and seed give the same
-suggestions. The features are cached per backbone (every weight but the head, hashed), so after a feature-extraction
-retrain the next suggestions only apply the new head.
+`1 - (p1 - p2)` (or the normalised entropy). While the model has learnt from fewer pictures than it is about to be
+given (a cold start), its uncertainty is not worth much yet: the pool is split into as many k-means groups as pictures
+wanted and the most typical picture of each is suggested (TypiClust-like). After that the pool is again split into as
+many k-means groups, and each group gives its picture of largest `uncertainty x novelty`, novelty being the feature
+distance to the nearest picture already labelled (the run's training pictures and the labelled pool pictures): the
+suggestions cover every kind of picture in the pool (twenty suggestions are not twenty near-copies), and within a kind
+the model's doubt decides. Ties are broken by a seeded random order: the same run, pool, answers and seed give the
+same suggestions. The features are cached per backbone (every weight but the head, hashed), so after a
+feature-extraction retrain the next suggestions only apply the new head.
 
     python main.py suggest RUN --pool DIR [--n 20] [--json] [--labels CSV] [--seed 0] [--uncertainty margin|entropy]
 
@@ -282,9 +314,14 @@ copies the labelled pictures into a folder of class sub-folders.
 
 **Retrain** (`engine.active.join`) writes the next run's data as a CSV (`<project>-labels-rounds/training-*.csv`:
 every picture of the project's data with its split, plus the labelled pool pictures as training pictures; "none of
-these" stays out) and trains the project's own settings on it. The validation pictures stay the same, so the rounds
-are comparable; `rounds.jsonl` there records pictures labelled and validation accuracy per round, which the Label
-step's chart shows. The run's `config.toml` names that CSV, so `python main.py train RUN/config.toml` repeats it.
+these" stays out) and trains the project's own settings on it -- the same joined settings whether started from the
+Label step or with `python main.py train PROJECT.tsproj`. With feature extraction, and the frozen layers' outputs of
+an earlier run in the store, it refits only the head on the stored outputs (`engine.active.refit`; the window says
+"head refitted on stored outputs in 3 s"); other strategies train the whole run again. The validation pictures stay
+the same, so the rounds are comparable; `rounds.jsonl` there records pictures labelled and validation accuracy per
+round, which the Label step's chart shows. The run's `config.toml` names that CSV, so
+`python main.py train RUN/config.toml` repeats it. Saving the project (or saving it under another name) moves the
+labels CSV and this folder beside the project file, as it moves the runs.
 
 Screenshots: `docs/active-queue.png` (the queue and the first suggestion), `docs/active-label.png` (labelling with the
 keys, after a retrain: the chart's second point), `docs/active-grid.png` (bulk labelling), `docs/active-map.png` (the

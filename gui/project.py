@@ -24,8 +24,9 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from engine.config import RunConfig
 from engine.data.scan import DatasetIndex
 from engine.errors import UserError
-from engine.project.project import (Project, SavedProject, discard_draft, runs_to_adopt, save_draft,
-                                    save_project_and_runs)
+from engine.project.project import Project, SavedProject, discard_draft, runs_to_adopt, save_draft
+
+from engine.active.relocate import save_project_with_labels
 
 DRAFT_DELAY_MS = 2000  # write the draft this long after the last change (many quick changes: one write)
 
@@ -160,7 +161,8 @@ class ProjectModel(QObject):
         if target is None:
             raise RuntimeError("the project has no file yet: give a path")
         before = self._project.config
-        saved = save_project_and_runs(self._project, target, data_dir=self.data_dir, busy=busy)
+        # The runs, then the labels CSV and its rounds folder (engine.active), come beside the file.
+        saved = save_project_with_labels(self._project, target, data_dir=self.data_dir, busy=busy)
         self._project = saved.project
         if self._project.config != before:  # the first save moved the runs (and their folder) next to the file
             self.config_changed.emit(self._project.config)

@@ -7,9 +7,9 @@ class, as a training picture. "None of these" pictures never join. The CSV file 
 the labels (``<project>-labels-rounds/training-<n>-<hash>.csv``), and stays there, so the run's ``config.toml``
 repeats the run exactly (``python main.py train RUN/config.toml``).
 
-:func:`retrain` trains that configuration (the project's own strategy: with feature extraction the frozen outputs of
-the pictures already seen are read back from the store, engine.train.store, so only the new pictures pass through the
-network) and records the round: pictures labelled, validation accuracy, run folder, in ``rounds.jsonl`` there.
+:func:`retrain` trains that configuration (the project's own strategy; with feature extraction and the frozen
+layers' outputs stored, engine.active.refit refits the head alone on them, so only the new pictures pass through the
+network: seconds) and records the round: pictures labelled, validation accuracy, run folder, in ``rounds.jsonl`` there.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from engine.files import atomic_write_text
 
 from engine.active.labels import Labels
 
-__all__ = ["JoinSummary", "Round", "joined_config", "read_rounds", "record_round", "retrain", "rounds_folder"]
+__all__ = ["JoinSummary", "Retrained", "Round", "joined_config", "project_config", "read_rounds", "record_round",
+           "retrain", "rounds_folder"]
 
 ROUNDS = "rounds.jsonl"
 
@@ -61,6 +62,17 @@ class Round:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Retrained:
+    result: object  # engine.train.trainer.RunResult
+    summary: JoinSummary
+    round: Round | None
+    refit: object = None  # engine.active.refit.Refit, when the head alone was refitted on the stored outputs
+
+    def __iter__(self):  # unpacks as (result, summary, round), as before
+        return iter((self.result, self.summary, self.round))
 
 
 def rounds_folder(labels: Labels) -> Path:
@@ -158,10 +170,13 @@ def run_round(run_dir: str | os.PathLike, pool_labelled: int = 0) -> Round | Non
 
 
 def retrain(config: RunConfig, labels: Labels, *, on_event=None, stop: threading.Event | None = None,
-            start_run: str | None = None):
+            start_run: str | None = None) -> "Retrained":
     """Train the project's settings on its data plus the labelled pool pictures and record the round (the run the
-    suggestions came from, ``start_run``, is recorded first as the starting point when no round is yet). Returns
-    (RunResult, JoinSummary, Round or None)."""
+    suggestions came from, ``start_run``, is recorded first as the starting point when no round is yet). With
+    feature extraction and the frozen layers' outputs stored, only the head is refitted on them
+    (engine.active.refit): seconds. Returns a Retrained (unpacks as RunResult, JoinSummary, Round or None; ``refit``
+    says what a head refit did, None when the run trained the normal way)."""
+    from engine.active.refit import eligible, refit_head
     from engine.train.trainer import fit
 
     if not labels.labelled():
@@ -171,10 +186,38 @@ def retrain(config: RunConfig, labels: Labels, *, on_event=None, stop: threading
         if first is not None:
             record_round(labels, first)
     joined_cfg, summary = joined_config(config, labels, stop=stop)
-    result = fit(joined_cfg, on_event, stop)
+    refit = None
+    if eligible(joined_cfg) is None:  # feature extraction: the head alone, refitted on the stored outputs
+        from engine.data.scan import scan
+
+        # Every picture of the list was checked already (the project's data by its scan, the pool's by scan_pool):
+        # not decoded again.
+        d = joined_cfg.data
+        dataset = scan(d.source, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.split_seed,
+                       split=d.split, verify=False, stop=stop, exclude=d.exclude, relabel=d.relabel, formats=d)
+        result, refit = refit_head(joined_cfg, on_event, stop, dataset=dataset)
+    else:
+        result = fit(joined_cfg, on_event, stop)
     round_ = None
     if result.status == "completed" and result.run_dir:
         round_ = run_round(result.run_dir, summary.joined)
         if round_ is not None:
             record_round(labels, round_)
-    return result, summary, round_
+    return Retrained(result, summary, round_, refit)
+
+
+def project_config(path: str | os.PathLike, *, data_dir=None, stop: threading.Event | None = None
+                   ) -> tuple[RunConfig, JoinSummary | None]:
+    """The settings ``python main.py train FILE`` trains: a run's config.toml as it is; a saved project's settings
+    joined with its labelled pool pictures (:func:`joined_config`, as the Label step's Retrain does), or as they are
+    when no pool picture is labelled yet (then the summary is None)."""
+    from engine.active.labels import labels_path_for, read_labels
+    from engine.project.project import PROJECT_SUFFIX, load_run_config, open_project
+
+    if Path(path).suffix.lower() != PROJECT_SUFFIX:
+        return load_run_config(path, data_dir=data_dir), None
+    project = open_project(path, data_dir=data_dir).project
+    labels = read_labels(labels_path_for(project))
+    if not labels.labelled():
+        return project.config, None
+    return joined_config(project.config, labels, stop=stop)

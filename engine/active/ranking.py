@@ -8,11 +8,12 @@ A run's model looks at every pool picture once. Each picture gets
 - a place in the model's feature space: the input of its classification head (the pooled features a new head learns
   from).
 
-The suggestions are then chosen greedily (a weighted k-center greedy, as in core-set active learning): each step takes
-the picture with the largest ``uncertainty x novelty``, where novelty is its feature distance to the nearest picture
-already labelled or already suggested, relative to the largest such distance in the pool. Twenty suggestions are
-therefore not twenty near-copies of one puzzling picture, and pictures like those already labelled wait. Ties are
-broken by a random order drawn from ``seed``: the same run, pool, answers and seed give the same suggestions.
+The suggestions are then chosen by :func:`select`: during a cold start (fewer pictures labelled than asked for)
+the most typical picture of each of as many k-means groups of the pool; then, in each of as many k-means groups, the
+picture with the largest ``uncertainty x novelty`` (novelty: the feature distance to the nearest labelled picture).
+Twenty suggestions are therefore not twenty near-copies of one puzzling picture, and pictures like those already
+labelled wait. Ties are broken by a random order drawn from ``seed``: the same run, pool, answers and seed give the
+same suggestions.
 
 The features are cached on disk per *backbone* (every weight of the model except its head, hashed) and picture (path,
 size, modification time), so after a retrain that kept the backbone (feature extraction) the next suggestions only
@@ -95,8 +96,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def select(probs: np.ndarray, features: np.ndarray, n: int, *, anchors: np.ndarray | None = None, seed: int = 0,
            kind: str = "margin") -> list[tuple[int, float]]:
-    """Choose ``n`` rows (distinct) by uncertainty x novelty (see the module); returns (row, score) in the order
-    chosen. ``anchors`` are the features of pictures already labelled."""
+    """Choose ``n`` rows (distinct) of the pool; returns (row, score) in the order to label them. ``anchors`` are
+    the features of pictures already labelled.
+
+    One rule, in two regimes by the labelling budget (as the literature on tiny budgets advises: typical pictures
+    first, uncertain ones once the model has something to be uncertain about; Hacohen et al. 2022):
+
+    - cold start, fewer pictures labelled than are asked for now: the most *typical* picture of each of ``n`` k-means
+      groups of the pool (:func:`_typical`, TypiClust-like), larger groups first;
+    - then uncertainty within diversity (as Cluster-Margin, Citovsky et al. 2021, and diverse mini-batch active
+      learning, Zhdanov 2019): the pool is split into ``n`` k-means groups and each group gives the picture with the
+      largest ``uncertainty x novelty`` -- novelty being the feature distance to the nearest labelled picture,
+      relative to the largest in the pool -- so that the suggestions cover every kind of picture of the pool, and
+      within a kind the model's doubt decides. Ordered by that score, highest first.
+
+    Measured against random choice in docs/active.md (bench/bench_active.py calls this function)."""
     u = uncertainty(probs, kind)
     x = _unit(features)
     m = len(x)
@@ -107,54 +121,63 @@ def select(probs: np.ndarray, features: np.ndarray, n: int, *, anchors: np.ndarr
         return _typical(u, x, n, seed)
     # Ties (equal scores: identical pictures, a model sure of everything) are broken by a seeded random order.
     jitter = np.random.default_rng(seed).random(m) * 1e-9
-    if anchors is not None and len(anchors):
-        a = _unit(anchors)
-        nearest = np.full(m, np.inf, dtype=np.float32)
-        for start in range(0, len(a), 1024):  # blocks: a few thousand anchors fit in memory at once
-            d = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * x @ a[start:start + 1024].T))
-            nearest = np.minimum(nearest, d.min(axis=1))
-    else:
-        nearest = np.full(m, 2.0, dtype=np.float32)  # the largest distance between unit vectors: all equally new
+    a = _unit(anchors)
+    nearest = np.full(m, np.inf, dtype=np.float32)
+    for start in range(0, len(a), 1024):  # blocks: a few thousand anchors fit in memory at once
+        d = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * x @ a[start:start + 1024].T))
+        nearest = np.minimum(nearest, d.min(axis=1))
+    far = float(nearest.max())
+    novelty = nearest / far if far > 0 else np.ones(m, dtype=np.float32)
+    score = np.clip(u * novelty, 0.0, 1.0)
+    group, _ = _kmeans(x, n, np.random.default_rng(seed))
     chosen: list[tuple[int, float]] = []
     taken = np.zeros(m, dtype=bool)
-    for _ in range(n):
-        far = float(nearest[~taken].max())
-        novelty = nearest / far if far > 0 else np.ones(m, dtype=np.float32)
-        score = u * novelty
-        score = np.where(taken, -np.inf, score + jitter)
-        j = int(np.argmax(score))
-        chosen.append((j, float(np.clip(u[j] * novelty[j], 0.0, 1.0))))
-        taken[j] = True
-        d = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * x @ x[j]))
-        nearest = np.minimum(nearest, d)
+    for k in range(n):
+        members = np.flatnonzero(group == k)
+        if len(members):
+            j = int(members[np.argmax(score[members] + jitter[members])])
+            chosen.append((j, float(score[j])))
+            taken[j] = True
+    if len(chosen) < n:  # empty groups (identical pictures): the highest scores of the rest
+        rest = np.flatnonzero(~taken)
+        chosen += [(int(j), float(score[j])) for j in rest[np.argsort(-(score[rest] + jitter[rest]),
+                                                                      kind="stable")][:n - len(chosen)]]
+    chosen.sort(key=lambda c: -(c[1] + jitter[c[0]]))
     return chosen
 
 
-KMEANS_SAMPLE = 5000  # pictures the cold start's k-means is fitted on at most (a seeded sample; all are assigned)
+KMEANS_SAMPLE = 5000  # pictures the k-means is fitted on at most (a seeded sample; all are assigned)
+KMEANS_ITERATIONS = 25
 
 
-def _typical(u: np.ndarray, x: np.ndarray, n: int, seed: int) -> list[tuple[int, float]]:
-    """Cold start: the model learnt from fewer pictures than it is about to be given, so its uncertainty is not worth
-    much yet. The pool is split into ``n`` groups (k-means, k-means++ start, seeded) and the most typical picture of
-    each (the nearest to its group's centre) is suggested, larger groups first (as TypiClust, Hacohen et al. 2022).
-    Hand-written (a few lines of numpy) rather than adding scikit-learn for one k-means."""
-    rng = np.random.default_rng(seed)
+def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k-means of the rows of ``x`` (k-means++ start, seeded; fitted on at most KMEANS_SAMPLE rows, every row
+    assigned): each row's group and the groups' centres. Hand-written (a few lines of numpy) rather than adding
+    scikit-learn for one k-means."""
     m = len(x)
     fit = x if m <= KMEANS_SAMPLE else x[np.sort(rng.choice(m, KMEANS_SAMPLE, replace=False))]
     centres = [fit[rng.integers(len(fit))]]
     nearest = ((fit - centres[0]) ** 2).sum(1)
-    for _ in range(n - 1):
+    for _ in range(k - 1):
         total = nearest.sum()
         centres.append(fit[rng.choice(len(fit), p=nearest / total)] if total > 0 else fit[rng.integers(len(fit))])
         nearest = np.minimum(nearest, ((fit - centres[-1]) ** 2).sum(1))
     c = np.stack(centres)
-    for _ in range(25):
+    for _ in range(KMEANS_ITERATIONS):
         group = np.argmax(fit @ c.T - 0.5 * (c * c).sum(1), axis=1)  # the nearest centre
-        moved = np.stack([fit[group == k].mean(0) if np.any(group == k) else c[k] for k in range(n)])
+        moved = np.stack([fit[group == j].mean(0) if np.any(group == j) else c[j] for j in range(k)])
         if np.allclose(moved, c, atol=1e-6):
             break
         c = moved
-    group = np.argmax(x @ c.T - 0.5 * (c * c).sum(1), axis=1)
+    return np.argmax(x @ c.T - 0.5 * (c * c).sum(1), axis=1), c
+
+
+def _typical(u: np.ndarray, x: np.ndarray, n: int, seed: int) -> list[tuple[int, float]]:
+    """Cold start: the model learnt from fewer pictures than it is about to be given, so its uncertainty is not worth
+    much yet. The pool is split into ``n`` groups (k-means) and the most typical picture of each (the nearest to its
+    group's centre) is suggested, larger groups first (as TypiClust, Hacohen et al. 2022)."""
+    rng = np.random.default_rng(seed)
+    group, c = _kmeans(x, n, rng)
     sizes = np.bincount(group, minlength=n)
     chosen: list[tuple[int, float]] = []
     for k in np.argsort(-sizes, kind="stable"):

@@ -13,6 +13,7 @@ from conftest import make_class_folders
 from engine.active import (NONE_OF_THESE, copy_into_class_folders, joined_config, labels_path_for, read_labels,
                            read_rounds, retrain, scan_pool)
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.config import load as load_config
 from engine.errors import UserError
 from engine.project.project import new_project, open_project, save_project
 
@@ -143,3 +144,37 @@ def test_a_retrain_reads_pictures_as_the_project_does(tmp_path, tiny_dataset, po
     kept = {f.name for f in dataclasses.fields(DataConfig)} - {"source", "split", "exclude", "relabel"}
     assert {k: getattr(joined.data, k) for k in kept} == {k: getattr(data, k) for k in kept}
     assert joined.data.source.endswith(".csv") and joined.data.split == "auto"
+
+
+def test_main_train_of_a_project_includes_its_labelled_pool_pictures(tmp_path, tiny_dataset, pool, capsys):
+    """``python main.py train PROJECT.tsproj`` trains what the Label step's Retrain trains: the project's data plus
+    its labelled pool pictures ("none of these" left out), through the same joined settings."""
+    import dataclasses
+
+    from engine.active import project_config
+    from main import main
+
+    project = new_project(tiny_dataset, data_dir=tmp_path / "app")
+    config = dataclasses.replace(project.config, model=ModelConfig("timm:test_resnet", "none"), epochs=1,
+                                 strategy="fine-tune-deep", train=TrainConfig(batch_size=8, workers=0, augment="none"))
+    (tmp_path / "proj").mkdir()
+    saved = save_project(dataclasses.replace(project, config=config, pool=str(pool)),
+                         tmp_path / "proj" / "mine.tsproj", data_dir=tmp_path / "app")
+    paths = scan_pool(pool).paths
+    labels = read_labels(labels_path_for(saved))
+    blue = [p for p in paths if "/blue/" in p]
+    labels.set(blue, "blue")
+    red = next(p for p in paths if "/red/" in p)
+    labels.set(red, NONE_OF_THESE)
+    labels.save()
+    assert main(["train", saved.path, "--out", str(tmp_path / "cli-runs")]) == 0
+    out = capsys.readouterr()
+    assert "3 labelled pool pictures join training; 1 marked 'none of these' stay out." in out.err
+    run = next((tmp_path / "cli-runs").iterdir())
+    trained = json.loads((run / "dataset.json").read_text())
+    rows = {s["path"]: (trained["classes"][s["label"]], s["split"]) for s in trained["samples"]}
+    assert all(rows[p] == ("blue", "train") for p in blue) and red not in rows
+    # The same joined settings as the window's Retrain: the same training list.
+    joined, _ = joined_config(config, labels)
+    assert project_config(saved.path)[0].data.source == joined.data.source
+    assert Path(load_config(run / "config.toml").data.source) == Path(joined.data.source)

@@ -58,6 +58,7 @@ def test_keys_label_skip_and_say_none_of_these(qtbot, page, pool, tmp_path):
     classes = json.loads((Path(page.run_chooser.current_run()) / "labels.json").read_text())
     first = page.queue[0]
     assert page.view.path == first.path
+    assert "0 of 12 pool pictures labelled; 6 suggested." in page.status.text()  # where the labelling stands
     checked = [b.text() for b in page.view.class_buttons if b.isChecked()]
     assert checked == [f"{classes.index(first.predicted) + 1}  {first.predicted}"]  # the guess, pre-selected
 
@@ -81,6 +82,7 @@ def test_keys_label_skip_and_say_none_of_these(qtbot, page, pool, tmp_path):
     assert read_labels(labels_file).label_of(page.queue[3].path) == classes[0]
     assert page.queue_list.item(0).text().endswith(f"\u2714 {classes[1]}")
     assert "3 answers" in page.counts.text()  # four key presses, one answer changed
+    assert "3 of 12 pool pictures labelled; 6 suggested." in page.status.text()
     assert page.retrain_button.isEnabled()
 
 
@@ -132,3 +134,53 @@ def test_retrain_trains_with_the_labels_and_charts_the_round(qtbot, page, pool, 
     assert page.run_chooser.current_run() == result.run_dir  # the new model suggests next
     qtbot.waitUntil(lambda: page.found is not None and not page.jobs.running("suggest"), timeout=60_000)
     assert not set(blue) & {s.path for s in page.queue}  # labelled pictures are not suggested again
+    # The window says what the retrain did (this run fine-tunes: the whole run trained again) and where labelling is.
+    assert "the whole run" in page.status.text() and f"{len(blue)} of 12 pool pictures labelled" in page.status.text()
+
+
+def test_a_feature_extraction_retrain_says_it_refitted_the_head(qtbot, page, pool, tmp_path, monkeypatch):
+    """Feature extraction: Retrain refits the head on the stored outputs, and the window says so with its time."""
+    from engine.train.trainer import fit
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    config = dataclasses.replace(page.project.config, strategy="feature-extraction", phases=(), epochs=1)
+    page.project.load(Project("colours", config, str(tmp_path / "colours.tsproj")))
+    first = fit(config)
+    assert first.status == "completed", first.error
+    page.refresh_runs(first.run_dir)
+    suggested(qtbot, page, pool)
+    page.answer_many([p for p in page.pool.paths if "/red/" in p], "red")
+    with qtbot.waitSignal(page.retrained, timeout=300_000):
+        qtbot.mouseClick(page.retrain_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.found is not None and not page.jobs.running("suggest"), timeout=60_000)
+    assert "head refitted on stored outputs in" in page.status.text()  # said with the suggestions that follow
+
+
+def test_the_rounds_chart_shows_a_point_at_100_percent_whole(qtbot):
+    """A round at 100 % validation accuracy is drawn whole, not cut in half by the chart's top edge."""
+    from gui.steps.label.charts import RoundsChart
+
+    chart = RoundsChart()
+    qtbot.addWidget(chart)
+    chart.resize(420, 180)
+    chart.show()
+    chart.set_rounds([24, 34, 44], [0.92, 0.97, 1.0])
+    qtbot.waitExposed(chart)
+    box = chart.getPlotItem().getViewBox()
+    top = box.mapViewToScene(QPointF(44, 1.0)).y() - box.sceneBoundingRect().top()
+    bottom = box.sceneBoundingRect().bottom() - box.mapViewToScene(QPointF(24, 0.92)).y()
+    radius = 7 / 2
+    assert top > radius and bottom > radius  # pixels between each dot's centre and the edge
+
+
+def test_saving_the_project_elsewhere_takes_the_labels_along(qtbot, page, pool, tmp_path):
+    picture = str(sorted(pool.rglob("*.png"))[0])
+    page.answer_many([picture], "red")
+    assert Path(page.labels.path) == tmp_path / "colours-labels.csv"
+    (tmp_path / "elsewhere").mkdir()
+    page.project.save(tmp_path / "elsewhere" / "copy.tsproj")
+    assert Path(page.labels.path) == tmp_path / "elsewhere" / "copy-labels.csv"  # the page follows its labels
+    assert read_labels(page.labels.path).label_of(picture) == "red"
+    page.answer_many([picture], "green")  # answers now go to the new project's file ...
+    assert read_labels(tmp_path / "elsewhere" / "copy-labels.csv").label_of(picture) == "green"
+    assert read_labels(tmp_path / "colours-labels.csv").label_of(picture) == "red"  # ... the old one keeps its own

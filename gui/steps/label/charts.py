@@ -132,6 +132,7 @@ class RoundsChart(pg.PlotWidget):
         item = self.getPlotItem()
         item.setLabel("bottom", "training pictures (labelled)")
         item.setLabel("left", "validation accuracy")
+        item.getAxis("left").enableAutoSIPrefix(False)  # 0.94, not "940 (x0.001)" with a clipped label
         item.showGrid(x=True, y=True, alpha=0.2)
         self.curve = self.plot([], [], pen=pg.mkPen("#0072B2", width=2), symbol="o", symbolSize=7,
                                symbolBrush="#0072B2")
@@ -141,6 +142,11 @@ class RoundsChart(pg.PlotWidget):
         self.curve.setData(np.asarray(counts, dtype=float), np.asarray(accuracies, dtype=float))
         if counts:
             low = min(accuracies) if accuracies else 0.0
-            self.setYRange(max(0.0, low - 0.05), 1.0, padding=0.02)
+            high = max(accuracies) if accuracies else 1.0
+            bottom = max(0.0, low - 0.05)
+            # Room above the highest point (even at 100 %) and below the lowest, so that no dot is cut by an edge:
+            # a tenth of the span, at least 0.02.
+            pad = max(0.02, 0.1 * (max(high, bottom + 0.05) - bottom))
+            self.setYRange(bottom - (pad if bottom > 0 else pad / 2), high + pad, padding=0)
             span = max(counts) - min(counts)
             self.setXRange(min(counts) - max(1, span * 0.05), max(counts) + max(1, span * 0.05), padding=0)

@@ -11,8 +11,10 @@ labels CSV beside the project (``engine.active.labels``, written atomically):
   answered; drag a lasso around a group and label it at once.
 
 *Retrain* trains the project's settings on its data plus the labelled pictures (``engine.active.retrain``: with feature
-extraction the stored frozen outputs make this a matter of seconds), the chart below shows validation accuracy against
-the pictures labelled, round after round, and the new run's suggestions follow. Background work runs on a lane of the
+extraction and the frozen layers' outputs stored, only the head is refitted on them, engine.active.refit: seconds, and
+the status line says so), the chart below shows validation accuracy against the pictures labelled, round after round,
+and the new run's suggestions follow; the status line says how far the labelling is ("12 of 340 pool pictures
+labelled; 20 suggested"). Saving the project takes the labels along (engine.active.relocate): the page follows them. Background work runs on a lane of the
 window's job service.
 """
 
@@ -74,6 +76,7 @@ class LabelPage(QWidget):
         self.queue: list = []  # Suggestions, in their order
         self.position = 0
         self.map_selection: list[int] = []
+        self._after_retrain = ""  # what the last retrain did, said again once its suggestions are shown
 
         # -- the top: model, pool, suggest ------------------------------------------------------------------
         self.run_chooser = RunChooser("The trained model that suggests pictures and guesses their class.")
@@ -232,6 +235,7 @@ class LabelPage(QWidget):
         self.copy_button.clicked.connect(self.copy_into_folders)
         self.project.project_replaced.connect(self.reload)
         self.project.config_changed.connect(lambda config: self.set_runs_folder(config.out))
+        self.project.changed.connect(self._follow_labels)  # a save brings the labels beside the project file
         self.reload()
 
     # -- project, runs, pool --------------------------------------------------------------------------------------
@@ -253,6 +257,22 @@ class LabelPage(QWidget):
             self._scan_pool(project.pool)
         else:
             self.pool_label.setText("<i>No folder of pictures to label yet.</i>")
+        self._update_rounds()
+
+    def _follow_labels(self) -> None:
+        """The labels CSV moved or was copied (the project was saved, or saved as another file): read it there."""
+        project = self.project.project
+        if project is None or self.labels is None:
+            return
+        where = str(labels_path_for(project))
+        if os.path.normcase(os.path.abspath(where)) == os.path.normcase(os.path.abspath(self.labels.path)):
+            return
+        try:
+            self.labels = read_labels(where)
+        except UserError as exc:
+            self._say(str(exc))
+            return
+        self._show_all(keep_position=True)
         self._update_rounds()
 
     def set_runs_folder(self, folder: str | None) -> None:
@@ -335,10 +355,8 @@ class LabelPage(QWidget):
         self.queue = list(self.found.suggestions)
         self.position = 0
         self._idle()
-        out = self.found.outputs
-        self._say(f"{plural(len(self.queue), 'suggestion')} from {plural(len(out.paths), 'picture')} still to label"
-                  + (f" (the model looked at {out.computed} of them now; the others it had seen before)."
-                     if out.computed < len(out.paths) else "."))
+        self._say(self.progress_sentence() + (f" {self._after_retrain}" if self._after_retrain else ""))
+        self._after_retrain = ""
         self._show_all()
         self._go(0)
         self.view.setFocus()
@@ -365,6 +383,7 @@ class LabelPage(QWidget):
         if not self.project.project.labels:
             self.project.set_active_paths(labels=self.labels.path)
         self._show_all(keep_position=True)
+        self._say(self.progress_sentence())
         self.labelsChanged.emit()
 
     def _go(self, position: int) -> None:
@@ -455,12 +474,16 @@ class LabelPage(QWidget):
 
     def _retrained(self, value) -> None:
         result, summary, round_ = value
+        refit = getattr(value, "refit", None)
         self._idle()
         if result.status != "completed":
             self._say(f"The retrain did not complete: {result.error or result.status}.")
             return
         acc = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "-"
-        self._say(f"Retrained: {summary.sentence()} Validation accuracy {acc}. New suggestions from this model follow.")
+        how = (f"Retrained ({refit.sentence()})" if refit is not None else
+               f"Retrained ({self.project.config.strategy.replace('-', ' ')}, the whole run)")
+        self._after_retrain = f"{how}: {summary.sentence()} Validation accuracy {acc}."
+        self._say(f"{self._after_retrain} New suggestions from this model follow.")
         self._update_rounds()
         self.retrained.emit(result)
         self.refresh_runs(result.run_dir)
@@ -538,6 +561,15 @@ class LabelPage(QWidget):
                 self.map.set_points(self.coords, self.classes, guesses, answers, tips)
         self._update_counts()
         self._update_buttons()
+
+    def progress_sentence(self) -> str:
+        """Where the labelling stands, in the user's terms: '12 of 340 pool pictures labelled; 20 suggested.'"""
+        total = len(self.pool.paths) if self.pool is not None else 0
+        answered = sum(1 for p in self.pool.paths if p in self.labels) if self.pool is not None and self.labels else 0
+        text = f"{answered:,} of {plural(total, 'pool picture')} labelled"
+        if self.queue:
+            text += f"; {len(self.queue)} suggested"
+        return text + "."
 
     def _update_counts(self) -> None:
         if self.labels is None:
