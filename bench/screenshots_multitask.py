@@ -1,6 +1,6 @@
-"""Screenshots of the Data, Layers and Evaluate steps on a multi-task project (issue #17), 1280 x 800, offscreen:
-docs/multitask-data.png, docs/multitask-layers.png, docs/multitask-evaluate.png, and the Layers step's LoRA preset,
-docs/multitask-lora.png.
+"""Screenshots of the Data, Layers, Evaluate and Predict steps on a multi-task project (issue #17), 1280 x 800,
+offscreen: docs/multitask-data.png, docs/multitask-layers.png, docs/multitask-evaluate.png,
+docs/multitask-predict.png (the tint task chosen), and the Layers step's LoRA preset, docs/multitask-lora.png.
 
     python bench/screenshots_multitask.py [--out docs]
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not WEIGHTS.exists():
         raise SystemExit(f"needs {WEIGHTS} (only on the project's own machines)")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # (a QImage saved into a missing folder fails without a word)
     scratch = Path(tempfile.mkdtemp(prefix="transfer-studio-multitask-shots-"))
     source = make_pictures(scratch / "patterns")
 
@@ -114,9 +115,27 @@ def main(argv: list[str] | None = None) -> int:
     page.task_chooser.combo.setCurrentIndex(index)
     settle(1500)
     window.grab().save(str(out / "multitask-evaluate.png"))
+
+    # -- Predict & Export: new pictures, the tint task chosen, one picture with its heat map for that task
+    predict = window.results.predict
+    predict.select_run(str(run.run_dir))
+    window.steps.go_to("export")
+    new = scratch / "new"
+    new.mkdir()
+    for name in sorted(p.name for p in source.parent.glob("*.png"))[::9][:8]:
+        (new / name).write_bytes((source.parent / name).read_bytes())
+    predict.add_paths([str(new)])
+    wait(lambda: predict.model.rowCount() == 8 and not predict.jobs.running("predict"), 300)
+    predict.task_chooser.combo.setCurrentIndex(predict.task_chooser.combo.findData("tint"))
+    predict.table.selectRow(1)
+    predict.panel.heat.setChecked(True)
+    wait(lambda: predict.panel.showing_overlay or "color" in predict.panel.status.text(), 120)
+    wait(lambda: predict.loader.is_idle(), 60)
+    settle(1500)
+    window.grab().save(str(out / "multitask-predict.png"))
     window.shutdown()
     window.close()
-    print("wrote", *(out / f"multitask-{k}.png" for k in ("data", "layers", "lora", "evaluate")))
+    print("wrote", *(out / f"multitask-{k}.png" for k in ("data", "layers", "lora", "evaluate", "predict")))
     return 0
 
 

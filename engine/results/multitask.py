@@ -40,13 +40,26 @@ def tasks_of_bundle(bundle) -> list[Task] | None:
     return tasks_from_json(value) if value else None
 
 
-def task_probs(probs: np.ndarray, tasks: Sequence[Task]) -> list[np.ndarray]:
-    """Each task's probabilities from the softmax over the whole output (see the module's docstring)."""
+def task_probs(probs: np.ndarray, tasks: Sequence[Task], temperatures: Sequence[float] | None = None
+               ) -> list[np.ndarray]:
+    """Each task's probabilities from the softmax over the whole output (see the module's docstring), calibrated
+    with each task's temperature when given (engine.train.multitask.calibrate_tasks: ``model.json``'s
+    ``task_temperatures``)."""
+    from engine.train.calibrate import apply_temperature
+
     out = []
-    for sl in slices(tasks):
+    for t, sl in enumerate(slices(tasks)):
         part = probs[:, sl].astype(np.float64)
-        out.append(part / np.clip(part.sum(1, keepdims=True), 1e-30, None))
+        part = part / np.clip(part.sum(1, keepdims=True), 1e-30, None)
+        out.append(apply_temperature(part, temperatures[t]) if temperatures is not None else part)
     return out
+
+
+def bundle_temperatures(bundle) -> list[float]:
+    """Each task's temperature (1: not calibrated)."""
+    from engine.train.multitask import task_temperatures
+
+    return task_temperatures(bundle.info, tasks_of_bundle(bundle))
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
@@ -93,6 +106,7 @@ def evaluate_tasks(bundle, folder: Path, data, on_progress: Callable[[int, int],
     _run_samples = ev._run_samples
 
     tasks = tasks_of_bundle(bundle)
+    temperatures = bundle_temperatures(bundle)
     if data is None:
         splits, source, left_out = _run_samples(folder, code_names(tasks)), "run", []
     else:
@@ -115,13 +129,16 @@ def evaluate_tasks(bundle, folder: Path, data, on_progress: Callable[[int, int],
             raise UserError(f"None of the {len(items)} {SPLIT_NAMES[name]} pictures could be read (for example "
                             f"{path}: {reason}): if the dataset was moved, evaluate its new place with --data.")
         labels = decode(torch.tensor([items[i][1] for i in good]), tasks).numpy()
-        for t, (task, p) in enumerate(zip(tasks, task_probs(probs[good], tasks))):
+        raw_all = task_probs(probs[good], tasks)
+        for t, (task, p) in enumerate(zip(tasks, task_probs(probs[good], tasks, temperatures))):
             mine = np.flatnonzero(labels[:, t] != MISSING)
             if not len(mine):
                 continue
             split = compute_split(name, task.classes, labels[mine, t], p[mine], [items[good[i]][0] for i in mine])
             split.unreadable = (left_out if name == "data" else []) + unreadable
-            split.ece_before = calibration_bins(p[mine].max(1), p[mine].argmax(1) == labels[mine, t])[1]
+            split.temperature = temperatures[t]  # the task's own (engine.train.multitask.calibrate_tasks)
+            raw = raw_all[t][mine]
+            split.ece_before = calibration_bins(raw.max(1), raw.argmax(1) == labels[mine, t])[1]
             per_task[task.name][name] = split
     first = tasks[0]
     evaluation = Evaluation(str(folder), bundle.architecture, first.classes, source, per_task[first.name],
@@ -144,12 +161,32 @@ class TaskPrediction:
     path: str
     answers: tuple[tuple[str, str, float], ...] = ()  # (task, class, confidence) per task
     error: str | None = None
+    # Per task, its classes most probable first, with their (calibrated) probabilities, and the model's output
+    # column of its answer (a heat map explains that column).
+    tops: tuple[tuple[tuple[str, float], ...], ...] = ()
+    columns: tuple[int, ...] = ()
+
+    def prediction(self, task: str):
+        """This picture's answer for one task as an ordinary engine.results.predict.Prediction (what the window's
+        table, picture panel and summary show); ``class_index`` is the model's output column of the answer."""
+        from engine.results.predict import Prediction
+
+        if self.error is not None:
+            return Prediction(self.path, error=self.error)
+        names = [a[0] for a in self.answers]
+        if task not in names:
+            raise KeyError(task)
+        t = names.index(task)
+        _, name, confidence = self.answers[t]
+        return Prediction(self.path, name, self.columns[t] if self.columns else None, confidence,
+                          self.tops[t] if self.tops else ((name, confidence),))
 
 
 def predict_tasks(bundle, paths_or_folders: Iterable[str | os.PathLike], *,
                   on_progress: Callable[[int, int], None] | None = None,
-                  stop: threading.Event | None = None) -> list[TaskPrediction]:
-    """One row per picture (folders opened), each task's most probable class and its probability."""
+                  stop: threading.Event | None = None, top_k: int = 3) -> list[TaskPrediction]:
+    """One row per picture (folders opened), each task's most probable class and its probability (calibrated with
+    the task's temperature), and its ``top_k`` most probable classes."""
     from engine.results.predict import expand_paths, infer
 
     tasks = tasks_of_bundle(bundle)
@@ -157,16 +194,20 @@ def predict_tasks(bundle, paths_or_folders: Iterable[str | os.PathLike], *,
     readable = [i for i, (_, error) in enumerate(items) if error is None]
     probs, errors = infer(bundle, [items[i][0] for i in readable], on_progress=on_progress, stop=stop)
     rows = [TaskPrediction(path, error=error) for path, error in items]
-    per_task = task_probs(probs, tasks) if len(readable) else []
+    per_task = task_probs(probs, tasks, bundle_temperatures(bundle)) if len(readable) else []
+    starts = [sl.start for sl in slices(tasks)]
     for j, (i, error) in enumerate(zip(readable, errors)):
         if error is not None:
             rows[i] = TaskPrediction(items[i][0], error=error)
             continue
-        answers = []
-        for task, p in zip(tasks, per_task):
-            k = int(p[j].argmax())
+        answers, tops, columns = [], [], []
+        for task, p, start in zip(tasks, per_task, starts):
+            order = np.argsort(-p[j], kind="stable")[:max(1, top_k)]
+            k = int(order[0])
             answers.append((task.name, task.classes[k], float(p[j, k])))
-        rows[i] = TaskPrediction(items[i][0], tuple(answers))
+            tops.append(tuple((task.classes[int(o)], float(p[j, o])) for o in order))
+            columns.append(start + k)
+        rows[i] = TaskPrediction(items[i][0], tuple(answers), tops=tuple(tops), columns=tuple(columns))
     return rows
 
 
@@ -206,14 +247,15 @@ def prediction_lines(rows: Sequence[TaskPrediction]) -> list[str]:
 class TaskOutputs(torch.nn.Module):
     """The model with its output cut into one tensor per task (each task's log-probabilities)."""
 
-    def __init__(self, model: torch.nn.Module, tasks: Sequence[Task]):
+    def __init__(self, model: torch.nn.Module, tasks: Sequence[Task], temperatures: Sequence[float] | None = None):
         super().__init__()
         self.model = model
         self.bounds = [(sl.start, sl.stop) for sl in slices(tasks)]
+        self.temperatures = [float(t) for t in (temperatures or [1.0] * len(tasks))]
 
     def forward(self, x: torch.Tensor):
         out = self.model(x)
-        return tuple(out[:, a:b] for a, b in self.bounds)
+        return tuple(out[:, a:b] if t == 1.0 else out[:, a:b] / t for (a, b), t in zip(self.bounds, self.temperatures))
 
 
 def onnx_output_names(tasks: Sequence[Task]) -> list[str]:
@@ -238,7 +280,8 @@ def export_onnx_tasks(bundle, out: Path, inputs: torch.Tensor, reference: torch.
     tasks = tasks_of_bundle(bundle)
     names = onnx_output_names(tasks)
     path = out / file_name
-    module = TaskOutputs(bundle.model, tasks).eval()
+    temperatures = bundle_temperatures(bundle)  # folded in: softmax of each output gives calibrated probabilities
+    module = TaskOutputs(bundle.model, tasks, temperatures).eval()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -257,8 +300,8 @@ def export_onnx_tasks(bundle, out: Path, inputs: torch.Tensor, reference: torch.
         raise UserError(f"The ONNX file was written but onnxruntime cannot run it ({_first_line(exc)}): use the "
                         "bundle or TorchScript format instead.") from None
     logits = probs = 0.0
-    for (a, b), got in zip(module.bounds, outputs):
-        ref, got = reference[:, a:b], torch.as_tensor(np.asarray(got, dtype=np.float32))
+    for (a, b), t, got in zip(module.bounds, temperatures, outputs):
+        ref, got = reference[:, a:b] / t, torch.as_tensor(np.asarray(got, dtype=np.float32))
         logits = max(logits, (ref - got).abs().max().item())
         probs = max(probs, (ref.softmax(1) - got.softmax(1)).abs().max().item())
     return float(logits), float(probs)
@@ -266,8 +309,65 @@ def export_onnx_tasks(bundle, out: Path, inputs: torch.Tensor, reference: torch.
 
 def export_metadata(info: dict) -> dict:
     """What an export's model.json adds for a multi-task model: its tasks, and the ONNX outputs' names."""
+    from engine.train.multitask import task_temperatures
+
     tasks = tasks_from_json(info["tasks"])
+    temperatures = task_temperatures(info, tasks)
     return {"tasks": info["tasks"], "task_weighting": info.get("task_weighting", "fixed"),
-            "onnx_outputs": {t.name: {"output": t.name, "classes": list(t.classes),
-                                      "values": "log-probabilities (softmax gives the task's probabilities)"}
+            "task_temperatures": {t.name: T for t, T in zip(tasks, temperatures)},
+            "onnx_outputs": {t.name: {"output": t.name, "classes": list(t.classes), "temperature_folded": True,
+                                      "values": "log-probabilities divided by the task's temperature (softmax gives "
+                                                "the task's calibrated probabilities)"}
                              for t in tasks}}
+
+
+# -- the model card ----------------------------------------------------------------------------------------------
+
+
+def card_title(info: dict) -> str:
+    tasks = tasks_from_json(info["tasks"])
+    return (f"# Model card: {info.get('model', 'model')} for {len(tasks)} tasks: "
+            + ", ".join(f"{t.name} ({len(t.classes)} classes)" for t in tasks))
+
+
+def card_lines(info: dict, evaluation, dataset: dict) -> list[str]:
+    """The model card's section on a multi-task model: each task's classes, training pictures, and (once evaluated)
+    accuracy and expected calibration error on the validation (and test) pictures, with its temperature."""
+    from engine.train.multitask import task_temperatures
+
+    tasks = tasks_from_json(info["tasks"])
+    temperatures = task_temperatures(info, tasks)
+    counts = (dataset.get("tasks") or {}) if isinstance(dataset, dict) else {}
+    weighting = info.get("task_weighting", "fixed")
+    weights = info.get("task_weights") or [1.0] * len(tasks)
+    lines = ["", "## Tasks", "",
+             "One backbone, one linear head per task; the loss was "
+             + ("weighted by learnt uncertainties (Kendall et al. 2018)." if weighting == "uncertainty" else
+                "the sum of the tasks' losses weighted " + ", ".join(f"{t.name} {w:g}" for t, w in zip(tasks, weights))
+                + "."),
+             "Each task's confidences are calibrated with its own temperature (1: not calibrated). A picture without "
+             "a label for a task counts for the other tasks only.", ""]
+    splits = [s for s in (evaluation.splits if evaluation is not None else {})]
+    head = "| task | classes | training pictures (unlabelled) | temperature |"
+    rule = "|---|---|---:|---:|"
+    for s in splits:
+        head += f" {s} accuracy | {s} ECE (before calibration) |"
+        rule += "---:|---:|"
+    lines += [head, rule]
+    for task, t in zip(tasks, temperatures):
+        train = (counts.get(task.name, {}).get("counts", {}).get("train") or {})
+        labelled = sum(n for c, n in train.items() if c)
+        row = (f"| {task.name} | {', '.join(task.classes)} | {labelled} ({train.get('', 0)}) | {t:.3g} |")
+        mine = evaluation.tasks.get(task.name) if evaluation is not None and evaluation.tasks else None
+        for s in splits:
+            split = mine.splits.get(s) if mine is not None else None
+            if split is None:
+                row += " - | - |"
+                continue
+            before = f" ({split.ece_before:.3f})" if split.ece_before is not None else ""
+            row += f" {100 * split.accuracy:.1f} % | {split.ece:.3f}{before} |"
+        lines.append(row)
+    if evaluation is None:
+        lines += ["", "Each task's accuracy and calibration: not measured yet (`python main.py evaluate RUN`, then "
+                      "export again, adds them here)."]
+    return lines

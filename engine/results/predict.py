@@ -509,6 +509,10 @@ def heat_map(bundle: ModelBundle, picture, target_class: int | None = None) -> H
     from engine.train.calibrate import apply_temperature
 
     cam, target, probs = explain(bundle.model, picture, bundle.data_config, target_class, head=bundle.head)
+    if bundle.info.get("tasks"):  # several tasks: the class's probability within its task (engine.results.multitask)
+        from engine.train.multitask import task_probability
+
+        return HeatMap(cam, target, bundle.classes[target], task_probability(bundle.info, probs, target))
     probs = apply_temperature(np.asarray(probs, dtype=np.float64)[None], bundle.temperature)[0]
     return HeatMap(cam, target, bundle.classes[target], float(probs[target]))
 

@@ -581,3 +581,29 @@ def with_cli_options(config, *, tasks: str | None = None, task_weights: str | No
     if extra:
         lora = dataclasses.replace(lora, **extra)
     return dataclasses.replace(config, data=data, train=train, lora=lora)
+
+
+# -- calibration ----------------------------------------------------------------------------------------------
+
+
+def task_temperatures(info: dict, tasks: Sequence[Task]) -> list[float]:
+    """Each task's temperature from a model.json (1 for a task without one: not calibrated)."""
+    given = info.get("task_temperatures") or {}
+    out = []
+    for task in tasks:
+        value = given.get(task.name, 1.0) if isinstance(given, dict) else 1.0
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        out.append(float(value) if ok else 1.0)
+    return out
+
+
+def task_probability(info: dict, probs, column: int) -> float:
+    """The calibrated probability of output column ``column`` within its task, from the softmax over the whole
+    output of a multi-task model (``info``: its model.json): the task's columns renormalised, then its temperature."""
+    tasks = tasks_from_json(info["tasks"])
+    row = torch.as_tensor(probs, dtype=torch.float64).flatten()
+    for sl, t in zip(slices(tasks), task_temperatures(info, tasks)):
+        if sl.start <= column < sl.stop:
+            part = row[sl] / row[sl].sum().clamp(min=1e-30)
+            return float((part.clamp(min=1e-300).log() / t).softmax(0)[column - sl.start])
+    raise IndexError(column)

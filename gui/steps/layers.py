@@ -126,12 +126,15 @@ def _param_counts():
     return ParamCounts()
 
 
-def size_sentence(tree: LayerTree, name: str = "", num_classes: int | None = None) -> str:
+def size_sentence(tree: LayerTree, name: str = "", num_classes: int | str | None = None) -> str:
     """'2.2 M parameters with your 2-class head (3.5 M with ImageNet's 1,000-class head)': the model's size here,
-    and the size the catalogue shows for it (the model as published, with its original head)."""
+    and the size the catalogue shows for it (the model as published, with its original head). Several tasks:
+    ``num_classes`` is their words (gui.widgets.task_heads.task_words)."""
     total = tree.total_params
     text = f"{format_count(total)} parameters"
-    if num_classes:
+    if isinstance(num_classes, str):  # several tasks (issue #17): one head each, not a head for the combinations
+        text += f" with a head for each of your {num_classes}"
+    elif num_classes:
         text += f" with your {num_classes:,}-class head"
     published = published_size(name) if name else None
     if published is not None and published[0] != total:
@@ -817,10 +820,12 @@ class LayerEditor(QWidget):
         from engine.train.lora import adapter_sizes  # what each LoRA rank costs, stage by stage
         from gui.widgets.task_heads import with_task_heads  # several tasks: one head each (issue #17)
 
+        from gui.widgets.task_heads import task_words
+
         result = with_task_heads(result, self._config)
         self.lora_controls.set_sizes(adapter_sizes(result.built.model, result.tree), result.tree.stage(HEAD).params)
         self.set_model(result.tree, result.modules, result.name.split(":", 1)[-1], name=result.name,
-                       num_classes=result.num_classes)
+                       num_classes=task_words(self._config) or result.num_classes)
 
     def open_model(self, name: str, weights: str, num_classes: int) -> None:
         """Build ``name`` on a background thread (the window stays responsive), then show its layers."""

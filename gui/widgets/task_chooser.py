@@ -1,6 +1,6 @@
 """A task chooser for the results of a multi-task run (engine.results.multitask): which task the page shows.
 
-``set_evaluation(evaluation)`` lists the evaluation's tasks (hidden for a single-task run, keeping the chosen task
+``set_evaluation(evaluation)`` (or ``set_tasks``: the Predict step) lists the evaluation's tasks (hidden for a single-task run, keeping the chosen task
 when the new evaluation has it); ``view(evaluation)`` is the chosen task's evaluation, which the page shows like any
 single-task one; ``chosen`` is emitted when the user picks another task.
 """
@@ -33,15 +33,20 @@ class TaskChooser(QWidget):
 
     def set_evaluation(self, evaluation) -> None:
         tasks = list(getattr(evaluation, "tasks", None) or {}) if evaluation is not None else []
+        self.set_tasks([(name, len(evaluation.tasks[name].classes)) for name in tasks])
+
+    def set_tasks(self, tasks: list[tuple[str, int]]) -> None:
+        """(task, number of classes) of each task, in the model's order; none: hidden (a single-task model). The
+        chosen task stays chosen when the new list has it."""
+        names = [name for name, _ in tasks]
         previous = self.current()
         self._updating = True
         try:
             self.combo.clear()
-            for name in tasks:
-                classes = len(evaluation.tasks[name].classes)
+            for name, classes in tasks:
                 self.combo.addItem(f"{name} ({classes} classes)", name)
-            if previous in tasks:
-                self.combo.setCurrentIndex(tasks.index(previous))
+            if previous in names:
+                self.combo.setCurrentIndex(names.index(previous))
         finally:
             self._updating = False
         self.setVisible(bool(tasks))

@@ -233,3 +233,168 @@ def test_command_line_tasks_options(task_csv):
     bad = main.build_parser().parse_args(["train", "--data", "x", "--model", MODEL, "--task-weights", "shape"])
     with pytest.raises(ConfigError, match="task=weight"):
         main.config_from_args(bad)
+
+
+# -- per task: the head fit, the temperature, the model card, the data doctor -----------------------------------
+
+
+def test_each_task_head_is_solved_on_its_own_labelled_pictures():
+    """The L-BFGS head fit, task by task: each head separates its task's classes on the stored outputs, and the
+    pictures without a label for a task (their features say the opposite here) do not pull its head."""
+    from types import SimpleNamespace
+
+    from engine.train.task_fit import fit_task_heads
+
+    tasks = [mt.Task("a", ("no", "yes")), mt.Task("b", ("x", "y", "z"))]
+    g = torch.Generator().manual_seed(0)
+    n = 90
+    ya = torch.arange(n) % 2
+    yb = torch.arange(n) % 3
+    feats = torch.randn(n, 6, generator=g) * 0.1
+    feats[:, 0] += ya * 2 - 1  # task a: feature 0
+    feats[torch.arange(n), 1 + yb] += 2.0  # task b: features 1-3
+    missing = torch.arange(n) % 5 == 0
+    feats[missing, 0] = -(ya[missing] * 2 - 1).float() * 3  # unlabelled for a, and misleading for it
+    codes = torch.tensor([mt.encode([mt.MISSING if m else int(a), int(b)], tasks)
+                          for a, b, m in zip(ya, yb, missing)])
+    head = mt.MultiTaskHead(6, tasks)
+    suffix = torch.nn.Sequential(torch.nn.Dropout(0.2), head)
+    fast = SimpleNamespace(split=SimpleNamespace(train_suffix=suffix),
+                           train_set=SimpleNamespace(outputs=feats[None], labels=codes[None]),
+                           val_loader=SimpleNamespace(dataset=SimpleNamespace(outputs=feats[None, ~missing],
+                                                                              labels=codes[None, ~missing])))
+    lines = []
+    fits = fit_task_heads(fast, "head", 0.0, lines.append, tasks)
+    assert set(fits) == {"a", "b"} and all(f.train_acc == 1.0 for f in fits.values())
+    with torch.no_grad():
+        out = head(feats)
+    assert (out[~missing, 0:2].argmax(1) == ya[~missing]).all()
+    assert (out[:, 2:5].argmax(1) == yb).all()
+    assert any("Task 'a'" in line for line in lines) and any("Task 'b'" in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory) -> Path:
+    """A feature-extraction (head only) multi-task run with enough validation pictures to calibrate each task."""
+    source = make_task_csv(tmp_path_factory.mktemp("probe") / "pictures", per=12, missing_every=4, seed=1)
+    config = config_for(source, tmp_path_factory.mktemp("runs"))
+    config = dataclasses_replace(config, strategy="feature-extraction", epochs=1,
+                                 data=DataConfig(source=str(source), val_fraction=0.4))
+    lines = []
+    result = fit(config, on_event=lambda e: lines.append(getattr(e, "message", "")))
+    assert result.status == "completed", result.error
+    (Path(result.run_dir) / "test-log.txt").write_text("\n".join(map(str, lines)), encoding="utf-8")
+    return Path(result.run_dir)
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+def test_a_head_only_multi_task_run_fits_and_calibrates_every_task(probe_run):
+    info = json.loads((probe_run / "model.json").read_text(encoding="utf-8"))
+    assert set(info["task_temperatures"]) == {"colour", "shape"}
+    assert all(0.2 <= t <= 10 for t in info["task_temperatures"].values())
+    summary = json.loads((probe_run / "summary.json").read_text(encoding="utf-8"))
+    calibration = summary["task_calibration"]
+    assert set(calibration) == {"colour", "shape"}
+    # Each task calibrated on its own labelled validation pictures only.
+    tasks = mt.tasks_from_json(info["tasks"])
+    samples = json.loads((probe_run / "dataset.json").read_text(encoding="utf-8"))["samples"]
+    val = mt.decode(torch.tensor([s["label"] for s in samples if s["split"] == "val"]), tasks)
+    assert calibration["shape"]["pictures"] == int((val[:, 1] != mt.MISSING).sum()) < len(val)
+    assert calibration["colour"]["nll_after"] <= calibration["colour"]["nll_before"] + 1e-9
+    log = (probe_run / "test-log.txt").read_text(encoding="utf-8")  # what the run said (the fixture kept it)
+    assert "Task 'colour'" in log and "Task 'shape'" in log and "fitted to convergence" in log
+
+
+def with_temperatures(run: Path, tmp_path: Path, temperatures: dict) -> Path:
+    copy = tmp_path / "calibrated"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("evaluation.json", "export"))
+    info = json.loads((copy / "model.json").read_text(encoding="utf-8"))
+    info["task_temperatures"] = temperatures
+    (copy / "model.json").write_text(json.dumps(info), encoding="utf-8")
+    return copy
+
+
+def test_predictions_evaluation_onnx_and_card_use_each_tasks_temperature(task_run, task_csv, tmp_path):
+    import onnxruntime as ort
+
+    from engine.results import multitask as rmt
+    from engine.results.evaluate import evaluate_run
+    from engine.results.export import CARD, export_run
+    from engine.results.predict import load_run_model
+
+    run = with_temperatures(task_run, tmp_path, {"colour": 2.0, "shape": 0.5})
+    bundle = load_run_model(run, device="cpu")
+    picture = task_csv.parent / "red_round_0.png"
+    with torch.inference_mode():
+        out = bundle.model(bundle.preprocess(picture)[None])[0].double()
+    row = rmt.predict_tasks(bundle, [picture])[0]
+    for (task, name, confidence), sl, t in zip(row.answers, mt.slices(rmt.tasks_of_bundle(bundle)), (2.0, 0.5)):
+        expected = (out[sl] / t).softmax(0)  # log-probabilities over T: the task's calibrated softmax
+        assert confidence == pytest.approx(float(expected.max()), abs=1e-5)
+    assert row.prediction("shape").confidence == row.answers[1][2]
+    from engine.results.predict import heat_map  # the heat map's sentence: the answer's probability within its task
+
+    assert heat_map(bundle, picture, row.columns[1]).probability == pytest.approx(row.answers[1][2], abs=1e-5)
+
+    evaluate_run(run, device="cpu")
+    data = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
+    colour = data["tasks"]["colour"]["splits"]["val"]
+    assert colour["temperature"] == 2.0 and colour["ece_before"] is not None and colour["ece"] != colour["ece_before"]
+    assert data["tasks"]["shape"]["splits"]["val"]["temperature"] == 0.5
+
+    result = export_run(run, "onnx", pictures=4)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    colour_out, shape_out = session.run(["colour", "shape"], {"input": bundle.preprocess(picture)[None].numpy()})
+    np.testing.assert_allclose(colour_out[0], (out[0:3] / 2.0).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(shape_out[0], (out[3:5] / 0.5).numpy(), rtol=1e-4, atol=1e-4)
+    card = (Path(result.path).parent / CARD).read_text(encoding="utf-8")
+    assert card.splitlines()[0].endswith("for 2 tasks: colour (3 classes), shape (2 classes)")
+    rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| colour |")
+            or line.startswith("| shape |")}
+    assert "blue, green, red" in rows["colour"] and "round, square" in rows["shape"]
+    shape = data["tasks"]["shape"]["splits"]["val"]
+    assert f"{100 * shape['accuracy']:.1f} %" in rows["shape"] and f"{shape['ece']:.3f}" in rows["shape"]
+
+
+def test_the_data_doctor_counts_and_judges_each_task_not_the_combinations(tmp_path):
+    from engine.advise.task_doctor import diagnose_any
+
+    source = make_task_csv(tmp_path / "pictures", per=8)  # 6 training pictures per combination, 12+ per class
+    rows = list(csv.reader(source.open(encoding="utf-8")))
+    # A third shape, drawn on two pictures only: too few for that task, whatever the colours.
+    for row in rows[1:3]:
+        row[2] = "star"
+    with source.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    index = mt.scan_tasks(source, val_fraction=0.25)
+    # The scan's health (the window's Data health): per task, never about a combination of labels.
+    advice = [a.message for a in index.health.advice]
+    assert any(m.startswith("Task 'shape'") and "star" in m for m in advice), advice
+    assert all(m.startswith("Task '") and "\u00b7" not in m for m in advice), advice
+    features = np.random.default_rng(0).normal(size=(len(index.samples), 8)).astype(np.float32)
+    report = diagnose_any(index, features=features, weights="pretrained")
+    data = report.to_dict()
+    assert set(data["tasks"]) == {"colour", "shape"}
+    assert data["tasks"]["shape"]["classes"] == ["round", "square", "star"]
+    assert sum(data["tasks"]["shape"]["counts"]["train"].values()) + sum(
+        data["tasks"]["shape"]["counts"]["val"].values()) == 48
+    assert any("star" in a for a in data["tasks"]["shape"]["advice"])
+    assert not data["tasks"]["colour"]["advice"]
+    summary = " ".join(report.summary())
+    assert "Task 'shape'" in summary and "\u00b7" not in summary  # no combination of labels named as a class
+    assert all(x["given"].split(": ")[0] in ("colour", "shape") and "\u00b7" not in x["given"]
+               for x in data["label_issues"])
+
+
+def test_the_doctor_command_reads_a_task_csv(task_csv, capsys):
+    import main
+
+    code = main.main(["doctor", str(task_csv), "--model", MODEL, "--weights", "none", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["tasks"]) == {"colour", "shape"} and data["tasks"]["colour"]["counts"]["train"]

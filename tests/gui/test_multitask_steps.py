@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.config import DataConfig, LoraSettings, ModelConfig, RunConfig, TrainConfig
-from engine.models.layers import HEAD, build_layer_tree
+from engine.models.layers import HEAD
 from engine.train import lora
 from gui.steps.layers import RETRAIN, LayerEditor
 from gui.support.model_builder import build_now
@@ -110,20 +110,41 @@ def test_a_task_csv_shows_one_head_per_task(qtbot, editor, vit, tmp_path):
     # The heads: 3 colours and 2 shapes on the ViT's 64 features.
     assert editor._tree.stage(HEAD).params == (64 * 3 + 3) + (64 * 2 + 2)
     assert vit.tree.stage(HEAD).params == 64 * 3 + 3  # the Model step's build is left as it was
+    # The title counts tasks and their classes, not the combinations of labels.
+    title = editor.title_label.text()
+    assert "2 tasks: colour (3 classes), shape (2 classes)" in title and "your 3-class head" not in title, title
 
 
-def test_the_evaluate_step_shows_the_chosen_tasks_numbers(qtbot, tmp_path, monkeypatch):
-    from engine.results.evaluate import evaluate_run
+@pytest.fixture(scope="module")
+def task_run(tmp_path_factory):
+    """A trained multi-task run (colour and shape) and its pictures' folder."""
+    import os
+
     from engine.train.trainer import fit
+
+    root = tmp_path_factory.mktemp("multitask")
+    old = os.environ.get("TRANSFER_STUDIO_CACHE")
+    os.environ["TRANSFER_STUDIO_CACHE"] = str(root / "cache")
+    try:
+        source = task_csv(root / "pictures")
+        result = fit(RunConfig(data=DataConfig(source=str(source), val_fraction=0.3),
+                               model=ModelConfig("timm:test_resnet", "none"), epochs=1, lr=0.01,
+                               train=TrainConfig(batch_size=4, workers=0, augment="none"), out=str(root / "runs")))
+    finally:
+        if old is None:
+            os.environ.pop("TRANSFER_STUDIO_CACHE", None)
+        else:
+            os.environ["TRANSFER_STUDIO_CACHE"] = old
+    assert result.status == "completed", result.error
+    return Path(result.run_dir), source.parent
+
+
+def test_the_evaluate_step_shows_the_chosen_tasks_numbers(qtbot, task_run, tmp_path, monkeypatch):
+    from engine.results.evaluate import evaluate_run
     from gui.steps.evaluate import EvaluatePage
 
     monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
-    source = task_csv(tmp_path / "pictures")
-    result = fit(RunConfig(data=DataConfig(source=str(source), val_fraction=0.3),
-                           model=ModelConfig("timm:test_resnet", "none"), epochs=1, lr=0.01,
-                           train=TrainConfig(batch_size=4, workers=0, augment="none"), out=str(tmp_path / "runs")))
-    assert result.status == "completed", result.error
-    evaluation = evaluate_run(result.run_dir, device="cpu")
+    evaluation = evaluate_run(task_run[0], device="cpu")
     page = EvaluatePage()
     qtbot.addWidget(page)
     page.resize(1100, 760)
@@ -138,5 +159,59 @@ def test_the_evaluate_step_shows_the_chosen_tasks_numbers(qtbot, tmp_path, monke
         assert page.split is not None and page.split.count == shape.count
         page.show_evaluation(dataclasses.replace(evaluation, tasks={}))  # a single-task run: no chooser
         assert not page.task_chooser.isVisible()
+    finally:
+        page.shutdown()
+
+
+def test_the_predict_step_shows_the_chosen_tasks_answers_and_saves_every_task(qtbot, task_run, tmp_path,
+                                                                                 monkeypatch):
+    from engine.results import multitask as rmt
+    from engine.results.predict import load_run_model
+    from gui.steps.predict import PredictPage
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    run, pictures = task_run
+    paths = [str(pictures / name) for name in ("red_round_1.png", "blue_square_2.png", "green_round_3.png")]
+    expected = {r.path: r for r in rmt.predict_tasks(load_run_model(run, device="cpu"), paths)}
+    page = PredictPage()
+    qtbot.addWidget(page)
+    page.resize(1100, 760)
+    page.set_runs_folder(run.parent)
+    page.show()
+    try:
+        assert not page.task_chooser.isVisible()  # nothing predicted yet
+        with qtbot.waitSignal(page.predicted, timeout=60_000):
+            page.add_paths(paths)
+        assert page.task_chooser.isVisible()
+        assert [page.task_chooser.combo.itemData(i) for i in range(page.task_chooser.combo.count())] == [
+            "colour", "shape"]
+
+        def shown(col):
+            return [page.model.index(r, col).data() for r in range(page.model.rowCount())]
+
+        def answers(task):
+            t = ["colour", "shape"].index(task)
+            return [expected[p].answers[t] for p in paths]
+
+        assert shown(1) == [a[1] for a in answers("colour")]
+        assert shown(1)[0] in ("red", "green", "blue")
+        colour_confidences = [page.model.rows[i].confidence for i in range(3)]
+        assert colour_confidences == pytest.approx([a[2] for a in answers("colour")])
+        page.task_chooser.combo.setCurrentIndex(1)
+        assert shown(1) == [a[1] for a in answers("shape")]
+        assert set(shown(1)) <= {"round", "square"}
+        assert [p.confidence for p in page.model.rows] == pytest.approx([a[2] for a in answers("shape")])
+        assert "3 pictures" in page.status.text()
+        # The picture panel's heat-map choice explains the chosen task's answer (its output column).
+        assert page.panel.target.itemData(0) == 3 + ["round", "square"].index(shown(1)[page.table.currentIndex().row()])
+
+        target = tmp_path / "predictions.csv"
+        page.ask_csv_path = lambda: str(target)
+        page.save_csv()
+        table = list(csv.DictReader(target.open(encoding="utf-8")))
+        assert list(table[0]) == ["path", "colour", "colour_confidence", "shape", "shape_confidence", "error"]
+        assert [r["shape"] for r in table] == [a[1] for a in answers("shape")]
+        assert [r["colour"] for r in table] == [a[1] for a in answers("colour")]
+        assert float(table[0]["colour_confidence"]) == pytest.approx(answers("colour")[0][2], abs=1e-6)
     finally:
         page.shutdown()

@@ -239,7 +239,9 @@ class DataPage(QWidget):
         counts = index.counts()
         sizes = ", ".join(f"{sum(counts[s].values()):,} {w}" for s, w in
                           (("train", "training"), ("val", "validation"), ("test", "test")) if any(counts[s].values()))
-        self.status.emit(f"{plural(len(index.classes), 'class', 'classes')}: {sizes} pictures.")
+        from gui.widgets.task_heads import class_words  # several tasks: their classes, not the combinations (#17)
+
+        self.status.emit(f"{class_words(index)}: {sizes} pictures.")
 
     def _on_failed(self, message: str) -> None:
         self._scan_ended()

@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QHea
                                QProgressBar, QPushButton, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                                QWidget)
 
-from engine.advise.doctor import DoctorReport, Duplicate, LabelIssue, Suspicious, diagnose
+from engine.advise.doctor import DoctorReport, Duplicate, LabelIssue, Suspicious
+from engine.advise.task_doctor import diagnose_any as diagnose  # a CSV of several tasks: task by task (#17)
 from engine.advise.folders import apply_to_folders, undo_last, undo_logs
 from engine.data.scan import DatasetIndex, override_key
 from gui import style
