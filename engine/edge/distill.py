@@ -36,7 +36,7 @@ from engine.events import Log
 from engine.project import runs
 from engine.train.distillation import DistillationLoss, distillation, teacher_folder as _teacher_folder  # noqa: F401
 
-__all__ = ["TABLE", "DistillationLoss", "DistillResult", "distill", "distill_config", "distillation",
+__all__ = ["TABLE", "DistillationLoss", "DistillResult", "distill", "distill_config", "distillation", "resume",
            "table_lines", "teacher_student_table"]
 
 TABLE = "distill.json"  # the teacher-vs-student table, in the student's run folder
@@ -108,6 +108,33 @@ def distill(config: RunConfig, on_event: Callable | None = None, stop: threading
         except UserError as exc:  # stopped, or a picture problem: the run itself is complete
             emit(Log("warning", f"The teacher-vs-student table was not measured ({exc})."))
     return DistillResult(result, table)
+
+
+def resume(run_dir: str | Path, on_event: Callable | None = None, stop: threading.Event | None = None, *,
+           device: str | None = None, workers: int | None = None, latency_rounds: int | None = None):
+    """``engine.train.trainer.resume`` (``train --resume RUN`` and the window's *Resume* run it through here), and
+    for a distilled run ([distill] teacher) that completes, its teacher-vs-student table measured again into
+    ``distill.json``: the table of a run that stopped was never written, or describes weights that have changed
+    since. Returns the trainer's RunResult; never raises for a problem the user can fix."""
+    from engine.config import load
+    from engine.train.trainer import resume as resume_run
+
+    result = resume_run(run_dir, on_event, stop, device=device, workers=workers)
+    if result.status != "completed" or not result.run_dir:
+        return result
+    try:
+        teacher = load(Path(result.run_dir) / runs.CONFIG).distill.teacher
+    except Exception:  # not readable as a run's settings: the trainer has said what it could
+        return result
+    if teacher:
+        emit = on_event or (lambda event: None)
+        try:
+            table = teacher_student_table(teacher, result.run_dir, rounds=latency_rounds or LATENCY_ROUNDS, stop=stop)
+            emit(Log("info", "The teacher-vs-student table, measured again after the resumed run:\n"
+                     + "\n".join(table_lines(table))))
+        except UserError as exc:  # stopped, the teacher gone, a picture problem: the run itself is complete
+            emit(Log("warning", f"The teacher-vs-student table was not measured ({exc})."))
+    return result
 
 
 # --- the teacher-vs-student table -----------------------------------------------------------------------------

@@ -28,12 +28,11 @@ from typing import Callable
 
 import numpy as np
 
-from engine import files
 from engine.errors import UserError
 from engine.models.quantize import float_operators, float_sentence, quantize_file
 from engine.project import runs
 
-__all__ = ["CALIBRATION_PICTURES", "Int8ExportResult", "card_lines", "export_int8"]
+__all__ = ["CALIBRATION_PICTURES", "Int8ExportResult", "card_lines", "check_of", "export_int8"]
 
 CALIBRATION_PICTURES = 64  # training pictures the activation ranges are calibrated on (spread over the split)
 VALIDATION_PICTURES = 2000  # at most this many validation pictures are compared (spread over the split)
@@ -60,6 +59,10 @@ class Int8ExportResult:
     def summary(self) -> str:
         return summary_text(self.path, _check_of(self))
 
+    def measured(self) -> str:
+        """What the int8 file costs and gains, in one plain sentence (the window shows it after an export)."""
+        return measured_sentence(_check_of(self))
+
 
 def _check_of(r: Int8ExportResult) -> dict:
     return {"pictures": r.pictures, "max_abs_diff_logits": r.max_abs_diff_logits,
@@ -71,8 +74,9 @@ def _check_of(r: Int8ExportResult) -> dict:
             "bytes_fp32": r.bytes_fp32, "bytes_int8": r.bytes_int8,
             "size_ratio": round(r.bytes_int8 / max(r.bytes_fp32, 1), 3), "float_operators": r.float_ops,
             "quantized_operators": r.quantized_ops, "note": r.sentence,
-            "method": "ONNX Runtime static quantisation, QDQ, int8 weights per channel, uint8 activations "
-                      f"calibrated (99.999th percentile) on {CALIBRATION_PICTURES} training pictures at most",
+            "method": "ONNX Runtime static quantisation, QDQ, int8 weights per channel, float biases (made 32-bit "
+                      "integers when the file is loaded), uint8 activations calibrated (99.999th percentile) on "
+                      f"{CALIBRATION_PICTURES} training pictures at most",
             "latency_measured": "ONNX Runtime on this CPU, one picture at a time, median of "
                                 f"{LATENCY_ROUNDS} passes, fp32 and int8 alternated"}
 
@@ -94,6 +98,17 @@ def summary_text(path: str, c: dict) -> str:
             f"({c['latency_ms_int8']:.1f} against {c['latency_ms_fp32']:.1f} ms), {c['size_ratio']:.2f}x the size "
             f"({_mb(c['bytes_int8'])} against {_mb(c['bytes_fp32'])})")
     return text + (f". {c['note']}" if c.get("note") else "")
+
+
+def measured_sentence(c: dict) -> str:
+    """The int8 file against the fp32 one, in words: accuracy, speed and size, then what stayed in float."""
+    acc = ("its accuracy could not be compared (no validation picture could be read)" if c["accuracy_fp32"] is None
+           else f"it classifies the {c['pictures']} validation pictures at {100 * c['accuracy_int8']:.1f} % against "
+                f"{100 * c['accuracy_fp32']:.1f} % in full precision ({c['accuracy_difference_points']:+.1f} points)")
+    text = (f"In 8 bits {acc}; it answers {c['speedup']:.1f}x as fast per picture on this computer "
+            f"({c['latency_ms_int8']:.1f} ms against {c['latency_ms_fp32']:.1f} ms) and its file is "
+            f"{c['size_ratio']:.2f}x the size ({_mb(c['bytes_int8'])} against {_mb(c['bytes_fp32'])}).")
+    return text + (f" {c['note']}" if c.get("note") else "")
 
 
 def card_lines(c: dict) -> list[str]:
@@ -171,26 +186,28 @@ def _latency(sessions: dict, picture: np.ndarray, rounds: int) -> dict[str, floa
     return {k: round(1000 * statistics.median(v), 3) for k, v in times.items()}
 
 
-def export_int8(ex, run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, pictures: int = 16,
-                on_progress: Callable[[int, int], None] | None = None,
+def _differences(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """The largest absolute difference of the logits and of the class probabilities (as every export's check)."""
+    def softmax(a):
+        e = np.exp(a - a.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    return (float(np.abs(reference - other).max()), float(np.abs(softmax(reference) - softmax(other)).max()))
+
+
+def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLike, *, pictures: int = 16,
+                progress: Callable[[int], None] | None = None,
                 stop: threading.Event | None = None) -> Int8ExportResult:
-    """``export RUN --format onnx-int8`` (``ex`` is engine.results.export, which calls this): the fp32 ONNX export,
-    quantised, measured, and recorded in its model.json and model card."""
-    from engine.results.predict import load_run_model
+    """Quantise the run's fp32 ONNX file ``fp32_path`` (``bundle`` is its run's model, engine.results.predict's
+    ModelBundle) into ``int8_path`` and measure it: against PyTorch on up to ``pictures`` validation pictures, then
+    accuracy, latency and size against fp32. engine.results.export.export_run (``--format onnx-int8``) writes the
+    fp32 file before and records the result (``check_of``) in model.json and the model card after; ``progress(k)``
+    is called at k = 5 and 6 of its 7 steps."""
+    import torch
 
-    steps = 7
-
-    def progress(done: int, _total: int = steps) -> None:
-        if stop is not None and stop.is_set():
-            from engine.errors import Stopped
-
-            raise Stopped("The export was stopped.")
-        if on_progress is not None:
-            on_progress(done, steps)
-
-    fp32 = ex.export_run(run_dir, "onnx", out, pictures=pictures, on_progress=lambda d, t: progress(d), stop=stop)
-    bundle = load_run_model(run_dir, device="cpu")
-    out_dir, run = Path(fp32.out_dir), Path(bundle.source)
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    step = progress or (lambda done: None)
+    run = Path(bundle.source)
     samples = json.loads((run / runs.DATASET).read_text(encoding="utf-8")).get("samples", [])
     train = [s["path"] for s in samples if s.get("split") == "train"]
     val = [s for s in samples if s.get("split") == "val"]
@@ -198,27 +215,20 @@ def export_int8(ex, run_dir: str | os.PathLike, out: str | os.PathLike | None = 
     if len(calibration) == 0:
         raise UserError(f"None of the run's training pictures can be read, and int8 quantisation is calibrated on "
                         f"them: put the pictures back (the run trained on {len(train)}) and export again.")
-    int8_path = out_dir / ex.FILES["onnx-int8"]
-    fp32_session = _session(Path(fp32.path))
+    fp32_session = _session(fp32_path)
     input_name = fp32_session.get_inputs()[0].name
     try:
-        quantize_file(Path(fp32.path), int8_path, calibration, input_name)
+        quantize_file(fp32_path, int8_path, calibration, input_name)
         int8_session = _session(int8_path)
     except OSError as exc:
-        raise UserError(f"The int8 export could not be written to {out_dir} ({exc.strerror or exc}): check that the "
-                        "folder is writable and the disk is not full.") from None
+        raise UserError(f"The int8 export could not be written to {int8_path.parent} ({exc.strerror or exc}): check "
+                        "that the folder is writable and the disk is not full.") from None
     except Exception as exc:
-        raise UserError(f"ONNX Runtime could not quantise this model ({ex._first_line(exc)}): use the fp32 ONNX "
-                        f"file {fp32.path} instead.") from None
-    progress(5)
-    floats, quantized = float_operators(fp32.path, int8_path)
-    # Against PyTorch on the usual check pictures, like every format.
-    inputs, count = ex._check_inputs(bundle, run, pictures)
-    import torch
-
-    with torch.inference_mode():
-        reference = bundle.model(inputs).float() / bundle.temperature
-    logits_diff, probs_diff = ex._differences(reference, _run(int8_session, inputs.numpy()))
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"ONNX Runtime could not quantise this model ({type(exc).__name__}: {first}): use the fp32 "
+                        f"ONNX file {fp32_path} instead.") from None
+    step(5)
+    floats, quantized = float_operators(fp32_path, int8_path)
     # Accuracy on the validation split, both files.
     chosen = _spread(val, VALIDATION_PICTURES)
     val_pictures, kept = _pictures(bundle, [s["path"] for s in chosen], stop)
@@ -226,21 +236,23 @@ def export_int8(ex, run_dir: str | os.PathLike, out: str | os.PathLike | None = 
     acc32 = acc8 = None
     if len(kept):
         acc32 = float(np.mean(_run(fp32_session, val_pictures).argmax(1) == labels))
-        acc8 = float(np.mean(_run(int8_session, val_pictures).argmax(1) == labels))
-    progress(6)
+        int8_logits = _run(int8_session, val_pictures)
+        acc8 = float(np.mean(int8_logits.argmax(1) == labels))
+    # Against PyTorch, like every format (on validation pictures; random inputs when none can be read).
+    check = (val_pictures[_spread(list(range(len(kept))), pictures)] if len(kept) else
+             np.random.default_rng(0).standard_normal((pictures, *bundle.data_config["input_size"])).astype(np.float32))
+    with torch.inference_mode():
+        reference = (bundle.model(torch.from_numpy(check)).float() / bundle.temperature).numpy()
+    logits_diff, probs_diff = _differences(reference, _run(int8_session, check))
+    step(6)
     one = (val_pictures[:1] if len(kept) else calibration[:1]).copy()
     latency = _latency({"fp32": fp32_session, "int8": int8_session}, one, LATENCY_ROUNDS)
-    result = Int8ExportResult(
-        "onnx-int8", str(int8_path), str(out_dir), (), len(kept), logits_diff, probs_diff, acc32, acc8,
-        latency["fp32"], latency["int8"], Path(fp32.path).stat().st_size, int8_path.stat().st_size, floats,
+    return Int8ExportResult(
+        "onnx-int8", str(int8_path), str(int8_path.parent), (), len(kept), logits_diff, probs_diff, acc32, acc8,
+        latency["fp32"], latency["int8"], fp32_path.stat().st_size, int8_path.stat().st_size, floats,
         quantized, float_sentence(floats, quantized))
-    ex._write_metadata(bundle, out_dir, {"onnx-int8": _check_of(result)})
-    checks = ex._read(out_dir / runs.MODEL, {}).get("checks", {})
-    files.atomic_write_text(out_dir / ex.CARD, ex.model_card(run, checks))
-    written = tuple(str(out_dir / name) for name in (ex.FILES["onnx-int8"], ex.FILES["onnx"], runs.MODEL, ex.CARD))
-    for name in written:
-        ex._shareable(name)
-    progress(7)
-    import dataclasses
 
-    return dataclasses.replace(result, files=written)
+
+def check_of(result: Int8ExportResult) -> dict:
+    """What model.json's ``checks["onnx-int8"]`` records of an int8 export."""
+    return _check_of(result)

@@ -449,35 +449,31 @@ def _onnx_prefix(split: Split, example: torch.Tensor) -> nn.Module | None:
     return None
 
 
-def int8_prefix(prefix: nn.Module, calibration: torch.Tensor) -> nn.Module | None:
+def int8_prefix(prefix: nn.Module, calibration: torch.Tensor, cache: Path | None = None) -> nn.Module | None:
     """The ONNX prefix (``fast_prefix``'s "onnx") quantised to int8 by ONNX Runtime's static quantisation -- the
-    same as the int8 export (engine.edge.quantize) -- its activation ranges calibrated on ``calibration`` (a few
-    training pictures, normalised); None when the prefix is not an ONNX one or the quantiser fails. Whether its
-    outputs are good enough is for the caller to measure (engine.train.prefix)."""
-    import os
-    import tempfile
-
+    same as the int8 export (engine.models.quantize), with one scale per weight tensor and min-max activation ranges
+    (faster to run and to calibrate) -- calibrated on ``calibration`` (a few training pictures, normalised), and kept
+    in ``cache`` for the next run with the same frozen layers and pictures (``from_cache`` says whether it came from
+    there); None when the prefix is not an ONNX one or the quantiser fails. Whether its outputs are good enough is
+    for the caller to measure (engine.train.prefix)."""
     source = getattr(prefix, "onnx_bytes", None)
     if source is None:
         return None
     try:
         import onnxruntime as ort
 
-        from engine.models.quantize import quantize_file
+        from engine.models.quantize import quantized_onnx
 
-        with tempfile.TemporaryDirectory(prefix="ts-prefix-int8-") as tmp:
-            fp32, int8 = os.path.join(tmp, "prefix.onnx"), os.path.join(tmp, "prefix.int8.onnx")
-            with open(fp32, "wb") as fh:
-                fh.write(source)
-            quantize_file(Path(fp32), Path(int8), calibration.detach().float().cpu().contiguous().numpy(), "x")
-            with open(int8, "rb") as fh:
-                quantized = fh.read()
+        quantized, cached = quantized_onnx(source, calibration.detach().float().cpu().contiguous().numpy(), "x",
+                                           per_channel=False, method="minmax", cache=cache)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        return _OnnxPrefix(ort.InferenceSession(quantized, options, providers=["CPUExecutionProvider"]))
+        module = _OnnxPrefix(ort.InferenceSession(quantized, options, providers=["CPUExecutionProvider"]))
+        module.from_cache = cached
+        return module
     except Exception:  # the quantiser cannot handle some layer: the fp32 prefix remains
         return None
 

@@ -24,7 +24,8 @@ from engine.events import Preparing
 from engine.train import fastpath as feats
 from engine.train.fastpath import FastPath
 from engine.train.loop import Data, Order, Session, shuffled_loader, to_device
-from engine.train.store import FROZEN_MAX_MB_ENV, FrozenStore, picture_key, prefix_identity, view_seed
+from engine.train.store import (FROZEN_MAX_MB_ENV, FrozenStore, picture_key, prefix_identity, store_root,
+                                view_seed)
 from engine.train.strategies import set_train_mode
 
 # Pictures per batch when a frozen prefix's outputs are computed: no gradients, so larger batches than in training.
@@ -43,9 +44,9 @@ PREPARING = "computing the frozen layers once"  # Preparing.what
 # has no bf16 convolutions, and PyTorch's bf16 (even with native AVX-512 BF16) ran MobileNetV2's prefix slower
 # than ONNX Runtime in fp32 (see docs/edge.md).
 INT8_FROM = 512
-INT8_CALIBRATION = 32
+INT8_CALIBRATION = 16  # min-max ranges (see engine.train.fastpath.int8_prefix); the check below guards them
 INT8_TOLERANCE = 0.005
-INT8_MIN_SPEEDUP = 1.2  # int8 is used only when it computes the calibration pictures at least this much faster
+INT8_MIN_SPEEDUP = 1.2  # int8 is used only when it computes the validation pictures at least this much faster
 
 
 def time_left(seconds: float | None) -> str:
@@ -282,11 +283,14 @@ def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config
     labels = torch.as_tensor(data.train.labels, dtype=torch.long).unsqueeze(0).repeat(plan.views, 1)
     targets = [(val_out[0], val_labels[0])] + [(outputs[v], labels[v]) for v in range(plan.views)]
 
-    def fill(index: int, module: nn.Module, store, pass_keys) -> None:
-        (dataset, _, seeds, _), (out, out_labels) = passes[index], targets[index]
+    def fill(index: int, module: nn.Module, store, pass_keys, target=None, twin=None) -> None:
+        """``twin`` (a second module, where its outputs go, and a dict of [pictures, seconds] per module): when
+        every picture of the pass is computed, each batch also goes through the twin, both timed alternately."""
+        (dataset, _, seeds, _), (out, out_labels) = passes[index], target or targets[index]
         missing = _read_back(store, pass_keys, out, progress) if store is not None else list(range(len(pass_keys)))
         if not missing:
             return
+        twin = twin if twin is not None and len(missing) == len(pass_keys) else None
         source = Subset(_SeededViews(dataset, seeds) if seeds is not None else dataset, missing)
         loader = make_loader(source, PREFIX_BATCH.get(s.runtime.device.type, 32), shuffle=False,
                              workers=data.workers, pin_memory=data.pin)
@@ -305,15 +309,36 @@ def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config
                     for i, row in zip(where.tolist(), rows):
                         store.put(pass_keys[i], row)
                 progress.advance(result.shape[0], time.monotonic() - began)
+                if twin is not None:
+                    twin[2]["fp32"][0] += result.shape[0]
+                    twin[2]["fp32"][1] += time.monotonic() - began
+                    began = time.monotonic()
+                    twin[1][where] = run_batch(twin[0], images).to("cpu", twin[1].dtype)
+                    twin[2]["int8"][0] += result.shape[0]
+                    twin[2]["int8"][1] += time.monotonic() - began
         del loader
 
-    fill(0, prefix, store, keys[0])
+    # The validation pictures in fp32 -- and, when the int8 prefix is tried, in int8 too, batch by batch from the
+    # same loader (no second pass over the pictures): the check's outputs, and the two speeds on the same batches.
+    timed = {"fp32": [0, 0.0], "int8": [0, 0.0]}
+    val_low = torch.empty_like(val_out[0], device="cpu") if low is not None else None
+    fill(0, prefix, store, keys[0], twin=(low, val_low, timed) if low is not None else None)
+    if low is not None:
+        if timed["int8"][0] < n_val:  # some fp32 outputs were stored: the int8 ones in a pass of their own
+            progress.total += n_val
+            fill(0, low, None, [None] * n_val, target=(val_low, val_labels[0].clone()))
+
+        def rate(k):
+            return timed[k][0] / timed[k][1] if timed[k][0] >= 16 and timed[k][1] > 0 else None
+
+        if not _int8_faster(s, prefix, low, rate("fp32"), rate("int8")):
+            low = None
     for index in range(1, len(passes)):
         fill(index, low if low is not None else prefix, low_store if low is not None else store,
              (low_keys if low is not None else keys)[index])
     used = "fp32"
     if low is not None:
-        kept = _int8_kept(s, data, low, val_out[0], val_labels[0], outputs[0], labels[0])
+        kept = _int8_kept(s, val_out[0], val_low, val_labels[0], outputs[0], labels[0])
         if kept:
             used = "int8"
         else:  # the training pictures' outputs again, in full precision
@@ -330,32 +355,49 @@ def _compute(s: Session, data: Data, plan: _Plan, prefix: nn.Module, data_config
 
 
 def _int8_prefix(s: Session, data: Data, plan: _Plan, prefix: nn.Module, how: str) -> nn.Module | None:
-    """The int8 prefix to compute the training pictures' outputs with (see INT8_FROM), or None."""
+    """The int8 prefix to compute the training pictures' outputs with (see INT8_FROM), or None. Quantised once per
+    frozen part and calibration pictures: kept beside the stored outputs (engine.train.store) for later runs. Whether
+    it is faster here is measured on the validation pictures, which it computes anyway for its check (_compute)."""
     if (how != "onnx" or s.train.precision != "auto" or plan.keep_on.type != "cpu"
             or len(data.train) * plan.views < INT8_FROM):
         return None
     chosen = sorted(set(np.linspace(0, len(data.train) - 1, INT8_CALIBRATION).round().astype(int).tolist()))
     images = torch.stack([data.train_eval[i][0] for i in chosen])
     calibration, _ = to_device(images, images.new_empty(0), s.runtime, s.normalize)
-    low = feats.int8_prefix(prefix, calibration)
+    low = feats.int8_prefix(prefix, calibration, store_root())
     if low is None:
         s.log("The frozen layers run in full precision: ONNX Runtime could not quantise them to int8.")
         return None
-    # Only where it pays: both on the calibration pictures, alternated, the faster of two tries each.
-    seconds = {"fp32": [], "int8": []}
-    with torch.no_grad():
-        for _ in range(2):
-            for name, module in (("fp32", prefix), ("int8", low)):
-                began = time.perf_counter()
-                module(calibration)
-                seconds[name].append(time.perf_counter() - began)
-    fp32, int8 = min(seconds["fp32"]), min(seconds["int8"])
-    if int8 * INT8_MIN_SPEEDUP > fp32:
-        n = len(calibration)
-        s.log(f"The frozen layers run in full precision: in int8 they are not faster on this computer ({n / int8:.0f} "
-              f"against {n / fp32:.0f} pictures/s on {n} training pictures).")
-        return None
+    low.calibration = calibration  # for _int8_faster, when the validation outputs were all stored
+    if getattr(low, "from_cache", False):
+        s.log("The frozen layers' int8 version was quantised in an earlier run with the same layers and pictures: "
+              "read back.")
     return low
+
+
+def _int8_faster(s: Session, prefix: nn.Module, low: nn.Module, fp32_rate: float | None, int8_rate: float | None
+                 ) -> bool:
+    """Whether the int8 prefix computes at least INT8_MIN_SPEEDUP times the pictures per second of the fp32 one,
+    from the rates measured on the validation pictures (both passes computed them); when the fp32 outputs were read
+    back from the store instead, timed on the calibration pictures (the faster of two tries each, alternated)."""
+    n = None
+    if not fp32_rate or not int8_rate:
+        calibration = low.calibration
+        n = len(calibration)
+        seconds = {"fp32": [], "int8": []}
+        with torch.no_grad():
+            for _ in range(2):
+                for name, module in (("fp32", prefix), ("int8", low)):
+                    began = time.perf_counter()
+                    module(calibration)
+                    seconds[name].append(time.perf_counter() - began)
+        fp32_rate, int8_rate = n / min(seconds["fp32"]), n / min(seconds["int8"])
+    if int8_rate < INT8_MIN_SPEEDUP * fp32_rate:
+        on = f"on {n} training pictures" if n else "on the validation pictures"
+        s.log(f"The frozen layers run in full precision: in int8 they are not faster on this computer "
+              f"({int8_rate:.0f} against {fp32_rate:.0f} pictures/s {on}).")
+        return False
+    return True
 
 
 def _pooled(x: torch.Tensor) -> torch.Tensor:
@@ -388,21 +430,12 @@ def probe_accuracies(train_x: torch.Tensor, train_y: torch.Tensor, evaluated: li
                 for v in evaluated]
 
 
-def _int8_kept(s: Session, data: Data, low: nn.Module, val_fp32: torch.Tensor, val_labels: torch.Tensor,
+def _int8_kept(s: Session, val_fp32: torch.Tensor, val_int8: torch.Tensor, val_labels: torch.Tensor,
                train_int8: torch.Tensor, train_labels: torch.Tensor) -> bool:
     """Whether the training pictures' int8 outputs are kept: a linear probe fitted on them must classify the
     validation pictures from their int8 outputs within INT8_TOLERANCE of its accuracy from their full-precision ones
     (the outputs training is validated on). Says which precision was used, and the measurement."""
-    run_batch = _prefix_batch(s)
-    loader = make_loader(data.val, PREFIX_BATCH.get(s.runtime.device.type, 32), shuffle=False, workers=data.workers)
-    parts = []
-    with feats._eval(low):  # noqa: SLF001
-        for images, _ in loader:
-            s.check_stop()
-            parts.append(run_batch(low, images).to("cpu", val_fp32.dtype))
-    del loader
-    val_int8 = torch.cat(parts)
-    full, int8 = probe_accuracies(train_int8.cpu(), train_labels, [val_fp32.cpu(), val_int8], val_labels)
+    full, int8 = probe_accuracies(train_int8.cpu(), train_labels, [val_fp32.cpu(), val_int8.cpu()], val_labels)
     kept = full - int8 <= INT8_TOLERANCE
     measured = (f"a linear probe fitted on the training pictures' int8 outputs classifies the {len(val_labels)} "
                 f"validation pictures at {100 * int8:.1f} % from their int8 outputs and {100 * full:.1f} % from "

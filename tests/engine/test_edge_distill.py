@@ -139,6 +139,28 @@ def test_a_stopped_distillation_resumes_as_a_distillation(tiny_run, tmp_path):
     assert "Distillation: the teacher" in second.logs()  # the teacher's soft targets again, not the labels alone
 
 
+def test_a_resumed_distillation_writes_its_table_again(tiny_run, tmp_path, capsys, monkeypatch):
+    import main
+    from engine.edge import distill as edge_distill
+
+    monkeypatch.setattr(edge_distill, "LATENCY_ROUNDS", 3)
+    config = distill_config(tiny_run, STUDENT, "none", epochs=2, out=str(tmp_path / "runs"))
+    first = Recorder(stop_after_epoch=1)
+    done = distill(config, first, first.stop, latency_rounds=3)
+    assert done.run.status == "stopped" and done.table is None
+    student = Path(done.run.run_dir)
+    # A table left from before (made by hand, or by an older version): it must not survive the resumed run.
+    (student / TABLE).write_text(json.dumps({"student": {"accuracy": -1}}), encoding="utf-8")
+    assert main.main(["train", "--resume", str(student)]) == 0
+    captured = capsys.readouterr()
+    table = json.loads((student / TABLE).read_text(encoding="utf-8"))
+    summary = json.loads((student / "summary.json").read_text(encoding="utf-8"))
+    assert summary["epochs_completed"] == 2
+    assert table["student"]["run"] == str(student) and table["teacher"]["run"] == str(tiny_run.resolve())
+    assert 0 <= table["student"]["accuracy"] <= 1 and table["student"]["latency_ms"] > 0
+    assert "teacher-vs-student table, measured again" in captured.out + captured.err
+
+
 def test_the_command_prints_the_table_and_the_new_run_folder_last(tiny_run, tmp_path, capsys):
     import main
 

@@ -71,3 +71,19 @@ def test_the_probe_measures_accuracy_on_each_set_of_outputs():
     noise = torch.randn(60, 16, generator=generator) * 50  # outputs that lost what told the classes apart
     clean, spoiled = prefix.probe_accuracies(train, labels, [val, noise], labels)
     assert clean == 1.0 and spoiled < 0.7
+
+
+def test_the_int8_frozen_layers_are_quantised_once_and_read_back_by_the_next_run(tiny_dataset, tmp_path,
+                                                                                 every_run_tries_int8, monkeypatch):
+    monkeypatch.setattr(prefix, "INT8_TOLERANCE", 1.0)
+    from engine.models import quantize
+
+    calls = []
+    real = quantize.quantize_file
+    monkeypatch.setattr(quantize, "quantize_file", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = run(tiny_dataset, tmp_path / "first")
+    assert len(calls) == 1 and "quantised in an earlier run" not in first
+    second = run(tiny_dataset, tmp_path / "second")  # the same frozen layers and pictures, the same store
+    assert len(calls) == 1, "the second run quantised again"
+    assert "quantised in an earlier run with the same layers and pictures: read back" in second
+    assert "the training pictures' in int8)" in second

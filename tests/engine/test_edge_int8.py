@@ -53,6 +53,23 @@ def test_the_int8_file_runs_with_8_bit_operators_and_agrees_with_fp32(int8, tiny
     assert run(int8.path).shape == run(str(tiny_run / "export" / "model.onnx")).shape == (2, 3)
 
 
+def test_the_int8_file_keeps_only_what_it_runs_on(int8, tiny_run):
+    """No notes of the exporter (the Python stack trace with this computer's file paths) and no second copy of the
+    biases with their scales: the file is the 8-bit weights and the graph."""
+    import onnx
+
+    import engine
+
+    assert str(Path(engine.__file__).parent).encode() not in Path(int8.path).read_bytes()
+    model = onnx.load(int8.path)
+    assert all(len(node.metadata_props) == 0 for node in model.graph.node)
+    names = [i.name for i in model.graph.initializer]
+    assert not [n for n in names if n.endswith("_quantized_scale")]
+    fp32 = onnx.load(str(tiny_run / "export" / "model.onnx"))
+    weights = {i.name for i in fp32.graph.initializer if len(i.dims) == 4}  # the convolutions' weights
+    assert weights and all(f"{n}_quantized" in names and n not in names for n in weights)  # 8-bit copies only
+
+
 def test_a_model_whose_operators_cannot_be_quantised_exports_with_a_sentence(tiny_run, tmp_path, monkeypatch):
     # As if ONNX Runtime could quantise none of this model's operators (its list of quantisable ones held none).
     monkeypatch.setattr(quantize, "OPS_TO_QUANTIZE", ["NoSuchOperator"])
