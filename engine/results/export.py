@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 import warnings
@@ -135,6 +134,7 @@ def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference
     except Exception as exc:
         raise UserError(f"The model could not be exported to ONNX ({_first_line(exc)}); the bundle and "
                         "TorchScript formats may still work.") from None
+    _without_notes(path)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: onnxruntime's notes are not for the user
     try:
@@ -144,6 +144,21 @@ def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference
         raise UserError(f"The ONNX file was written but onnxruntime cannot run it ({_first_line(exc)}): use the "
                         "bundle or TorchScript format instead.") from None
     return _differences(reference, logits)
+
+
+def _without_notes(path: Path) -> None:
+    """The exported file without the exporter's notes on each node (the Python stack trace, with this computer's
+    user name and file paths): a model given away says nothing about the machine it was made on."""
+    import onnx
+
+    from engine.models.quantize import strip_notes
+
+    try:
+        model = onnx.load(str(path))
+        strip_notes(model)
+        files.atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
+    except OSError as exc:
+        raise UserError(f"The ONNX file {path} could not be written ({exc.strerror or exc}).") from None
 
 
 class _Temperature(torch.nn.Module):
@@ -340,6 +355,11 @@ def model_card(run_dir: str | os.PathLike, checks: dict | None = None) -> str:
             lines += ["", f"{len(health['unreadable'])} files could not be read and were left out."]
     else:
         lines.append("The run's dataset description (dataset.json) is missing.")
+    if info.get("tasks"):  # several tasks: each one's classes, accuracy and ECE (engine.results.multitask)
+        from engine.results.multitask import card_lines, card_title
+
+        lines[0] = card_title(info)
+        lines += card_lines(info, evaluation, dataset)
     lines += ["", "## Metrics", "",
               f"- Best validation accuracy during training: {_percent(summary.get('best_val_acc'))} "
               f"(epoch {summary.get('best_epoch')})."]
@@ -406,10 +426,28 @@ def export_run(run_dir: str | os.PathLike, format: str, out: str | os.PathLike |
     check it against the PyTorch model, and write ``model.json`` and ``MODEL_CARD.md`` beside it."""
     if format not in FORMATS:
         raise UserError(f"'{format}' is not an export format: choose {', '.join(FORMATS)}.")
-    if format == "onnx-int8":  # the ONNX export, quantised and measured (engine.results.int8; this module is
-        from engine.results.int8 import export_int8  # handed to it, not imported there: no import cycle)
+    if format == "onnx-int8":  # the ONNX export, then quantised and measured by engine.results.int8 (7 steps)
+        import dataclasses
 
-        return export_int8(sys.modules[__name__], run_dir, out, pictures=pictures, on_progress=on_progress, stop=stop)
+        from engine.results.int8 import check_of, export_int8
+
+        def step(done: int, _total: int = 7) -> None:
+            if stop is not None and stop.is_set():
+                raise Stopped("The export was stopped.")
+            if on_progress is not None:
+                on_progress(done, 7)
+
+        fp32 = export_run(run_dir, "onnx", out, pictures=pictures, on_progress=step, stop=stop)
+        bundle, out_dir = load_run_model(run_dir, device="cpu"), Path(fp32.out_dir)
+        result = export_int8(bundle, fp32.path, out_dir / FILES[format], pictures=pictures, progress=step, stop=stop)
+        _write_metadata(bundle, out_dir, {format: check_of(result)})
+        checks = _read(out_dir / runs.MODEL, {}).get("checks", {})
+        files.atomic_write_text(out_dir / CARD, model_card(bundle.source, checks))
+        written = tuple(str(out_dir / name) for name in (FILES[format], FILES["onnx"], runs.MODEL, CARD))
+        for name in written:
+            _shareable(name)
+        step(7)
+        return dataclasses.replace(result, files=written)
     steps = 4
 
     def progress(done: int) -> None:

@@ -155,3 +155,15 @@ def test_mistakes_get_a_sentence(exports, run_dir, tmp_path):
     other = tmp_path / "elsewhere" / "deep"
     result = export_run(run_dir, "bundle", out=other)  # --out: made when missing
     assert Path(result.path).parent == other and (other / CARD).is_file()
+
+
+def test_the_onnx_file_says_nothing_about_the_computer_it_was_made_on(exports):
+    """The exporter notes each node with the Python stack trace that made it (this computer's user name and file
+    paths); a model given away must not carry them."""
+    import onnx
+
+    model = onnx.load(exports["onnx"].path)
+    assert model.graph.node
+    assert not any(n.metadata_props or n.doc_string for n in model.graph.node)
+    raw = Path(exports["onnx"].path).read_bytes()
+    assert str(Path(torch.__file__).parent).encode() not in raw and b"site-packages" not in raw
