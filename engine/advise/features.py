@@ -11,6 +11,7 @@ only the new ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -156,7 +157,10 @@ def extract_features(paths: Sequence[str], model_name: str, weights: str, *, dev
         loader = DataLoader(_Pictures(todo_paths, eval_tf, decode_size(data_config)), batch_size=batch_size,
                             num_workers=workers, collate_fn=_collate)
         position = 0
-        with torch.inference_mode():
+        from engine.train.runtime import cpu_allocator_for_training  # no page faults for every batch (see there)
+
+        allocator = cpu_allocator_for_training() if dev.type == "cpu" else contextlib.nullcontext()
+        with allocator, torch.inference_mode():
             for images, good in loader:
                 if stop is not None and stop.is_set():
                     raise UserError("Looking at the pictures was cancelled.")

@@ -21,6 +21,7 @@ Plain functions and dataclasses; progress through ``on_progress(done, total)``, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -303,8 +304,13 @@ def extract_features(built, tree, samples: Sequence[Sample], *, device: str = "a
     heads: list[np.ndarray] = []
     done = 0
     seconds = 0.0
+    from engine.train.runtime import cpu_allocator_for_training
+
+    # On a CPU, glibc keeps its large blocks while the pass lasts: without it every batch's activations were fresh
+    # mappings, and a warm 2,000-picture `advise` spent as long in the kernel's page faults as in the model.
+    allocator = cpu_allocator_for_training() if torch_device.type == "cpu" else contextlib.nullcontext()
     try:
-        with torch.inference_mode():
+        with allocator, torch.inference_mode():
             for images, _labels in loader:
                 if stop is not None and stop.is_set():
                     raise Stopped("The scores were stopped.")
