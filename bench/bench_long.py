@@ -15,8 +15,9 @@ then, each in its own process (so that its peak memory is its own):
 4. the same run trained from the window: the real main window, offscreen, opens the folder in the Data step (scan,
    thumbnails) and the Train step's Start trains it; its peak memory (getrusage) is the window's.
 
-``--memory-only`` runs 1 and 4 alone (the frozen pass's peak memory of the command line and of the window), for the
-50,000-picture row; a small model and small pictures keep that affordable (say which in the row).
+``--memory-only`` runs 1 and 4 alone, alternated (``--repeats`` pairs): the time, CPU time and peak memory of the
+command line's run and of the window's, and their ratios (the window's aim: at most 1.2x the command line's time);
+for the 50,000-picture row a small model and small pictures keep it affordable (say which in the row).
 
 Writes a table of rows into OUT (appended, with the date and the machine). Uses ../shared/weights'
 MobileNetV2 weights when present, else random weights (the same speed).
@@ -67,11 +68,33 @@ def config(data: Path, out: Path, model: str = MODEL):
                      train=TrainConfig(augment="none", workers=-1))
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its ended children (loader processes): unlike the wall time, nearly the
+    same on a quiet machine and on a shared one, so the window's and the command line's costs compare."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def thread_seconds() -> dict[str, float]:
+    """CPU seconds of this process's live threads, summed by thread name (Linux; empty elsewhere): where the window's
+    run spends its CPU (the window's thread, the training thread and its compute threads, picture jobs)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = round(out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick, 1)
+    return out
+
+
 def window_child(data: Path, out: Path, model: str) -> None:
     """The run trained from the real main window (offscreen): open the folder, set the configuration, press Start;
     prints a JSON line with the time and the process's peak memory."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QEventLoop
+    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from gui.main_window import MainWindow
@@ -87,13 +110,29 @@ def window_child(data: Path, out: Path, model: str) -> None:
     window.show()
 
     def wait(done, what: str, seconds: float = 7200) -> None:
+        """Run the window's event loop as the app does (asleep between events) until ``done()``, checked 10 times a
+        second. Not ``processEvents`` in a loop: it returns at once when no event is pending, so that loop kept the
+        window's thread busy on a whole core and made the run it measured several times slower."""
         end = time.monotonic() + seconds
-        while not done():
+        loop = QEventLoop()
+        failure: list[str] = []
+
+        def check() -> None:
             if errors:
-                raise SystemExit(f"the window said: {errors[-1]}")
-            if time.monotonic() > end:
-                raise SystemExit(f"timed out waiting for {what}")
-            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 100)  # a script driving the window
+                failure.append(f"the window said: {errors[-1]}")
+            elif time.monotonic() > end:
+                failure.append(f"timed out waiting for {what}")
+            if failure or done():
+                loop.quit()
+
+        timer = QTimer(interval=100, timeout=check)
+        timer.start()
+        check()
+        if not failure and not done():
+            loop.exec()
+        timer.stop()
+        if failure:
+            raise SystemExit(failure[0])
 
     began = time.monotonic()
     window.open_folder(data)
@@ -101,13 +140,16 @@ def window_child(data: Path, out: Path, model: str) -> None:
     scanned = time.monotonic() - began
     window.project.set_config(config(data, out, model))
     panel = window.training.train
+    started, cpu_started = time.monotonic(), cpu_seconds()
     panel.start()
     wait(lambda: panel.last_result is not None, "the run")
     result = panel.last_result
     if result.status != "completed":
         raise SystemExit(f"the window's run ended {result.status}: {result.error}")
     row = {"seconds": time.monotonic() - began, "scan_seconds": scanned, "run_dir": result.run_dir,
-           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_s": cpu_seconds(),
+           "run_seconds": time.monotonic() - started, "run_cpu_s": cpu_seconds() - cpu_started,
+           "threads": thread_seconds()}
     window.shutdown()
     print(json.dumps(row))
 
@@ -142,6 +184,7 @@ def child(mode: str, data: Path, out: Path, model: str = MODEL) -> None:
         row = {"seconds": time.monotonic() - began, "stopped_after": first, "pass": pass_rate}
     row["run_dir"] = result.run_dir
     row["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["cpu_s"] = cpu_seconds()
     print(json.dumps(row))
 
 
@@ -195,14 +238,27 @@ def main() -> None:
             + ("MobileNetV2 ImageNet weights" if WEIGHTS.is_file() and args.model == MODEL else
                f"{args.model}, random weights"))
     if args.memory_only:
-        whole = scenario("uninterrupted")
-        window = scenario("window")
-        pictures, seconds = whole["pass"][0]
-        rows = [f"\n### {time.strftime('%Y-%m-%d')}: peak memory, {what}\n", "| measure | value |", "| --- | --- |",
+        wholes, windows = [], []
+        for _ in range(args.repeats):  # alternated: command line, window, command line, ...
+            wholes.append(scenario("uninterrupted"))
+            windows.append(scenario("window"))
+        pictures, seconds = wholes[0]["pass"][0]
+        each = lambda rows, key: " / ".join(f"{r[key]:.0f}" for r in rows)  # noqa: E731
+        mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+        rows = [f"\n### {time.strftime('%Y-%m-%d')}: the window against the command line, {what}\n",
+                "| measure | value |", "| --- | --- |",
                 f"| command line: feature extraction, 1 epoch (frozen pass of {pictures:,} pictures in {seconds:.0f} s) "
-                f"| {whole['seconds']:.0f} s, peak {whole['peak_mib']:.0f} MiB |",
-                f"| window: open the folder, then Start (same run) | {window['seconds']:.0f} s "
-                f"({window['scan_seconds']:.0f} s scanning), peak {window['peak_mib']:.0f} MiB |"]
+                f"| {each(wholes, 'seconds')} s, {each(wholes, 'cpu_s')} CPU s, peak "
+                f"{max(w['peak_mib'] for w in wholes):.0f} MiB |",
+                f"| window: open the folder, then Start (same run) | {each(windows, 'seconds')} s "
+                f"({each(windows, 'scan_seconds')} s scanning, {each(windows, 'run_seconds')} s from Start), "
+                f"{each(windows, 'cpu_s')} CPU s, peak {max(w['peak_mib'] for w in windows):.0f} MiB |",
+                f"| window / command line (alternated, {args.repeats} pair{'s' if args.repeats > 1 else ''}) | "
+                f"{mean(windows, 'seconds') / mean(wholes, 'seconds'):.2f}x the time, "
+                f"{mean(windows, 'cpu_s') / mean(wholes, 'cpu_s'):.2f}x the CPU time, "
+                f"{max(w['peak_mib'] for w in windows) / max(w['peak_mib'] for w in wholes):.2f}x the peak memory "
+                "(aim: at most 1.2x the time) |",
+                f"| load average at the end | {os.getloadavg()[0]:.1f} |"]
         return _write(args.out, rows)
 
     wholes, brokens = [], []
