@@ -240,9 +240,12 @@ def config_from_args(args) -> "RunConfig":
     from engine.errors import ConfigError
 
     if args.config:
-        from engine.project.project import load_run_config
+        from engine.active import project_config
 
-        config = load_run_config(args.config)  # a run's config.toml or a saved project
+        # A run's config.toml, or a saved project: with its labelled pool pictures, as the Label step's Retrain.
+        config, joined = project_config(args.config)
+        if joined is not None:
+            print(joined.sentence(), file=sys.stderr)
     elif not args.data or not args.model:
         raise ConfigError("Say what to train: give --data and --model, or a CONFIG.toml.")
     else:
@@ -336,8 +339,9 @@ def _resume_conflicts(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
+    from engine.edge.distill import resume  # the trainer's resume; a distilled run's table is measured again
     from engine.errors import ConfigError, UserError
-    from engine.train.trainer import fit, resume
+    from engine.train.trainer import fit
 
     auto_lr = args.lr == "auto"
     if args.resume is not None:
@@ -431,7 +435,7 @@ def cmd_scan(args) -> int:
 def cmd_doctor(args) -> int:
     from pathlib import Path
 
-    from engine.advise.doctor import diagnose
+    from engine.advise.task_doctor import diagnose_any as diagnose  # a CSV of several tasks: task by task (#17)
     from engine.config import DataConfig
     from engine.data.scan import scan
 
@@ -443,9 +447,12 @@ def cmd_doctor(args) -> int:
         config = open_project(args.data).project.config
         data, model, weights = config.data, config.model.name, config.model.weights
     model, weights = args.model or model, args.weights or weights
-    index = scan(data.source, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.split_seed,
-                 split=data.split, on_progress=_progress("Checking pictures"), exclude=data.exclude,
-                 relabel=data.relabel)
+    from engine.advise.task_doctor import scan_for_doctor  # a CSV of several tasks (issue #17)
+
+    index = scan_for_doctor(data) or scan(data.source, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                                          seed=data.split_seed, split=data.split,
+                                          on_progress=_progress("Checking pictures"), exclude=data.exclude,
+                                          relabel=data.relabel)
     _end_progress()
     shown = [""]
 

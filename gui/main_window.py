@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
 
         self.training = TrainingSteps(self)
         self.project.project_replaced.connect(self.training.train.clear)  # no curves of another project's run
+        self.training.train.prepare_config = self._with_labelled_pool
         from gui.result_steps import ResultSteps
 
         self.results = ResultSteps(self)
@@ -343,6 +344,21 @@ class MainWindow(QMainWindow):
             self.show_error("The runs stayed where they were", note, warning=False)
         return True
 
+    def _with_labelled_pool(self, config):
+        """The settings a run started in the Train step trains: the project's, with the pool pictures labelled in
+        the Label step joined (engine.active, as `main.py train PROJECT.tsproj` and the Label step's Retrain do), and
+        the sentence that says so ("" when none is labelled)."""
+        from engine.active import joined_config, labels_path_for, read_labels
+
+        project = self.project.project
+        if project is None:
+            return config, ""
+        labels = read_labels(labels_path_for(project))
+        if not labels.labelled():
+            return config, ""
+        joined, summary = joined_config(config, labels)
+        return joined, summary.sentence()
+
     def _runs_busy(self) -> str:
         """Why the project's runs cannot move right now (a sentence), or ""."""
         if self.training.train.running:
@@ -519,7 +535,9 @@ class MainWindow(QMainWindow):
             sizes = " / ".join(f"{sum(counts[s].values()):,} {s}" for s in ("train", "val", "test")
                                if any(counts[s].values()))
             parts.append(f"{sizes} pictures")
-            parts.append(plural(len(index.classes), "class", "classes"))
+            from gui.widgets.task_heads import class_words  # several tasks: their classes (issue #17)
+
+            parts.append(class_words(index))
         model = self.project.config.model
         weights = {"pretrained": "pretrained", "none": "random weights"}.get(model.weights, Path(model.weights).name)
         parts.append(f"{model.name.split(':', 1)[-1]} ({weights})")
@@ -539,7 +557,9 @@ class MainWindow(QMainWindow):
                           + attention[0])
             else:
                 state = StepState.DONE
-                reason = f"{plural(len(index.classes), 'class', 'classes')}, {plural(len(index.samples), 'picture')}."
+                from gui.widgets.task_heads import class_words  # several tasks: their classes (issue #17)
+
+                reason = f"{class_words(index)}, {plural(len(index.samples), 'picture')}."
         elif page.error:
             state, reason = StepState.ATTENTION, page.error
         elif self.project.is_open:

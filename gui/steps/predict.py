@@ -34,7 +34,7 @@ from engine.project import runs
 from engine.errors import UserError
 from engine.results.export import CARD, EXPORT_DIR, FORMAT_NAMES, ExportResult, export_run
 from engine.data.images import is_image_path
-from engine.results.predict import Prediction, predict_paths, summary_line, write_csv
+from engine.results.predict import Prediction, summary_line, write_csv
 from engine.shift import adapt as shift_adapt
 from engine.shift import ood as shift_ood
 from engine.shift.drift import drift_report
@@ -47,6 +47,7 @@ from gui.widgets.adapt_dialog import AdaptDialog
 from gui.widgets.distill import distill_button
 from gui.widgets.drift_plot import DriftPlot
 from gui.widgets.run_chooser import RunChooser
+from gui.widgets.task_predictions import TaskBatch, TaskPredictions
 from gui.widgets.thumbnails import ThumbnailCache, ThumbnailLoader, placeholder_pixmap
 
 THUMB = 48
@@ -58,7 +59,11 @@ FORMATS = [("bundle", "Bundle (safetensors + description)",
             "One .onnx file for other programs and languages: onnxruntime (Python, C#, C++, Java, JavaScript), "
             "OpenCV, many image-analysis tools."),
            ("torchscript", "TorchScript",
-            "A .pt file for PyTorch without Python code: C++ (LibTorch) programs and PyTorch Mobile.")]
+            "A .pt file for PyTorch without Python code: C++ (LibTorch) programs and PyTorch Mobile."),
+           ("onnx-int8", "ONNX int8 (smaller and faster, for small computers)",
+            "The ONNX file plus a copy in 8-bit numbers (model.int8.onnx): about a third of the size and faster on "
+            "most processors. Its accuracy, speed and size against the full-precision file are measured on this "
+            "computer and shown after the export.")]
 COLUMNS = ("Picture", "Prediction", "Confidence", "Next most likely", "True class", "Like training?")
 PANEL_HINT = "Choose a picture in the list to see it larger, with its heat map."
 TRUTH_COLUMN = 4  # shown only when a given folder sorts pictures into sub-folders named like the model's classes
@@ -285,6 +290,9 @@ class PredictPage(QWidget):
         # -- the model
         self.run_chooser = RunChooser("The trained model that predicts: each run of this project, newest first.")
         self.run_combo, self.refresh_button = self.run_chooser.combo, self.run_chooser.refresh_button
+        # A multi-task model: which task's answers the table shows (the CSV has them all): gui.widgets.task_predictions
+        self.task_view = TaskPredictions(self._task_chosen)
+        self.task_chooser = self.task_view.chooser
 
         # -- pictures
         self.add_files_button = QPushButton(style.icon("open-folder"), "Add pictures...")
@@ -405,6 +413,7 @@ class PredictPage(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("Model:"))
         top.addWidget(self.run_chooser, 1)
+        top.addWidget(self.task_chooser)
         buttons = QHBoxLayout()
         for w in (self.add_files_button, self.add_folder_button, self.clear_button, self.csv_button,
                   self.cancel_button, self.progress):
@@ -501,6 +510,7 @@ class PredictPage(QWidget):
         self._reset_panel()
         self.export_result.setText("")
         self._clear_drift()
+        self.task_view.clear()
         self.out_edit.setPlaceholderText(str(Path(run) / EXPORT_DIR) if run else "")
         if self.inputs and run:  # the other model's answers: predict everything again
             self.pending = list(self.inputs)
@@ -532,8 +542,11 @@ class PredictPage(QWidget):
 
         def work(progress, stop):
             with self.cache.use(run) as bundle:
-                if bundle.info.get("tasks"):  # several tasks: no flag
-                    return predict_paths(bundle, paths, top_k=TOP_K, on_progress=progress, stop=stop)
+                if bundle.info.get("tasks"):  # several tasks: every task's answers, no flag (engine.results.multitask)
+                    from engine.results.multitask import predict_tasks, tasks_of_bundle
+
+                    return TaskBatch(tuple(tasks_of_bundle(bundle)), tuple(predict_tasks(
+                        bundle, paths, top_k=TOP_K, on_progress=progress, stop=stop)))
                 try:  # fitted once per run, the first time (engine.shift.ood)
                     progress.say("Measuring the training pictures (once per model) ...")
                     ood = shift_ood.ensure(bundle, on_progress=progress, stop=stop)
@@ -557,6 +570,7 @@ class PredictPage(QWidget):
     def _predicted(self, run: str, paths: list[str], rows: list[Prediction]) -> None:
         if run != self.current_run():
             return
+        rows = self.task_view.take(rows)  # a multi-task model's: the chosen task's answers
         self.pending = [p for p in self.pending if p not in paths]
         first = self.model.rowCount() == 0
         self.model.append(rows)
@@ -580,6 +594,17 @@ class PredictPage(QWidget):
         self.status.setText(error_html(message))
         self._update_controls()
 
+    def _task_chosen(self, rows: list[Prediction]) -> None:
+        """A multi-task model: another task chosen; the table, summary and picture show its answers."""
+        current = self.table.currentIndex().row()
+        self.model.set_rows(rows)
+        run = self.current_run()
+        summary = summary_line(self.model.rows)
+        self.status.setText(f"{html.escape(summary)} (model: {html.escape(Path(run).name if run else '')}).")
+        self.status.setToolTip(summary)
+        if rows:
+            self.table.selectRow(max(0, min(current, len(rows) - 1)))
+
     def _cancelled(self) -> None:
         self.status.setText("Prediction was stopped. Add the pictures again to predict them.")
         self.inputs = [p for p in self.inputs if p not in self.pending]
@@ -589,6 +614,7 @@ class PredictPage(QWidget):
     def clear(self) -> None:
         self.jobs.cancel("predict", notify=False)
         self.inputs, self.pending = [], []
+        self.task_view.clear()
         self.model.set_rows([])
         self.table.setColumnHidden(TRUTH_COLUMN, True)
         self.table.setColumnHidden(FLAG_COLUMN, True)
@@ -636,7 +662,7 @@ class PredictPage(QWidget):
                      f"(score {p.ood_score:.1f}): check this answer yourself.")
         info += f"<br>Most likely: {top}"
         names = [c for c, _ in p.top]
-        classes = self._classes()
+        classes = self.task_view.columns() or self._classes()  # several tasks: the chosen task's output columns
         choices = [(classes.index(c), f"the model's answer ({c})" if i == 0 else c)
                    for i, c in enumerate(names) if c in classes]
         if p.correct is False and p.true_class in classes:
@@ -704,8 +730,8 @@ class PredictPage(QWidget):
             return
         if not path.lower().endswith(".csv"):
             path += ".csv"
-        try:
-            written = write_csv(rows, path, top_k=TOP_K)
+        try:  # several tasks: every task's answer and confidence (gui.widgets.task_predictions)
+            written = self.task_view.write_csv(path) if self.task_view.active else write_csv(rows, path, top_k=TOP_K)
         except UserError as exc:
             self.status.setText(error_html(str(exc)))
             return
@@ -780,10 +806,11 @@ class PredictPage(QWidget):
         card_url = QUrl.fromLocalFile(str(card)).toString()
         self.export_result.setText(
             f"<b>Written</b> to <a href='{folder_url}'>{html.escape(result.out_dir)}</a>: {html.escape(names)}."
-            f"<br><b>Check</b> on {on}: largest difference from the model here "
-            f"{result.max_abs_diff_probs:.2g} in probability ({result.max_abs_diff_logits:.2g} in the raw scores) "
-            f"&mdash; {difference_words(result.max_abs_diff_probs)}."
-            f"<br><b>Model card</b>: <a href='{card_url}'>{html.escape(str(card))}</a> (what the model is for, its "
+            + (f"<br><b>8 bits</b>: {html.escape(result.measured())}" if hasattr(result, "measured") else  # int8
+               f"<br><b>Check</b> on {on}: largest difference from the model here "
+               f"{result.max_abs_diff_probs:.2g} in probability ({result.max_abs_diff_logits:.2g} in the raw scores) "
+               f"&mdash; {difference_words(result.max_abs_diff_probs)}.")
+            + f"<br><b>Model card</b>: <a href='{card_url}'>{html.escape(str(card))}</a> (what the model is for, its "
             "data, figures and limits).")
         self.exported.emit(result)
         self._update_controls()

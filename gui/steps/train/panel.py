@@ -10,6 +10,7 @@ import dataclasses
 import html
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QDoubleSpinBox,
 
 from engine import events as ev
 from engine.config import RunConfig
+from engine.errors import UserError
 from engine.train.prefix import preparing_text
 from engine.train.runtime import available_devices
 from engine.train.trainer import RunResult
@@ -198,6 +200,8 @@ class TrainPanel(QWidget):
         self.jobs = Jobs(self, 1, service=jobs if jobs is not None else getattr(parent, "jobs", None))
         self.preloaded = training_modules_preloaded()  # set once the modules a run needs are imported
         self.base_config: RunConfig | None = None
+        # (config) -> (the config a run trains, a sentence or ""): set by the window to add the labelled pool pictures.
+        self.prepare_config: Callable[[RunConfig], tuple[RunConfig, str]] | None = None
         self.last_result: RunResult | None = None
         self.run_dir: str | None = None
         self.dataset = None  # the Data step's scan of the project's pictures, when there is one
@@ -362,7 +366,16 @@ class TrainPanel(QWidget):
         config = self.config()
         if config is None or self.running:
             return
-        self._launch(config, "Starting: reading the pictures and preparing the model ...")
+        status = "Starting: reading the pictures and preparing the model ..."
+        if self.prepare_config is not None:  # the project's labelled pool pictures join (engine.active), as in `train`
+            try:
+                config, sentence = self.prepare_config(config)
+            except UserError as exc:
+                self.status.setText(str(exc))
+                return
+            if sentence:
+                status = f"Starting: {sentence[0].lower()}{sentence[1:]}"
+        self._launch(config, status)
 
     def _launch(self, config: RunConfig, status: str) -> None:
         """Train ``config`` on the training thread, the live view cleared for it (Start, and the scratch

@@ -13,7 +13,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from engine import events as ev
 from engine.config import RunConfig
 from engine.data.scan import DatasetIndex
-from engine.train.trainer import RunResult, fit, resume
+from engine.edge.distill import resume  # the trainer's resume; a distilled run's table is measured again
+from engine.train.trainer import RunResult, fit
 from gui.support import gc_guard
 
 # The window's thread shares Python's interpreter lock with the training thread (and its picture-checking threads).
