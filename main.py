@@ -293,9 +293,9 @@ def _auto_lr(config):
 class ConsoleReporter:
     """Prints engine events: progress to stderr (a live line on a terminal), the outcome to stdout."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr  # the stream of now, not of the import
+        self.live = self.stream.isatty()
         self.run_dir = None
 
     def __call__(self, event) -> None:

@@ -47,6 +47,7 @@ def test_start_trains_the_labelled_pool_pictures_too(qtbot, tmp_path, window, ti
     assert summary.joined == len(blue) == 2
     assert "2 labelled pool pictures join training; 1 marked 'none of these' stay out" in \
         window.training.train.status.text()
+    assert "2 labelled pool pictures join training" in window.training.train.log.toPlainText()  # and in the log
 
 
 def test_start_without_labelled_pool_pictures_trains_the_project_as_it_is(qtbot, window, tiny_dataset, monkeypatch):

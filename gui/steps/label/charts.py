@@ -149,4 +149,6 @@ class RoundsChart(pg.PlotWidget):
             pad = max(0.02, 0.1 * (max(high, bottom + 0.05) - bottom))
             self.setYRange(bottom - (pad if bottom > 0 else pad / 2), high + pad, padding=0)
             span = max(counts) - min(counts)
-            self.setXRange(min(counts) - max(1, span * 0.05), max(counts) + max(1, span * 0.05), padding=0)
+            # At least 5 pictures either side: a lone point gets whole-number ticks (not 148.5, 149.5).
+            margin = max(5, span * 0.05)
+            self.setXRange(min(counts) - margin, max(counts) + margin, padding=0)

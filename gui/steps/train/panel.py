@@ -366,7 +366,7 @@ class TrainPanel(QWidget):
         config = self.config()
         if config is None or self.running:
             return
-        status = "Starting: reading the pictures and preparing the model ..."
+        status, sentence = "Starting: reading the pictures and preparing the model ...", ""
         if self.prepare_config is not None:  # the project's labelled pool pictures join (engine.active), as in `train`
             try:
                 config, sentence = self.prepare_config(config)
@@ -376,6 +376,8 @@ class TrainPanel(QWidget):
             if sentence:
                 status = f"Starting: {sentence[0].lower()}{sentence[1:]}"
         self._launch(config, status)
+        if sentence:
+            self.log.appendPlainText(sentence)  # kept in the run's log too
 
     def _launch(self, config: RunConfig, status: str) -> None:
         """Train ``config`` on the training thread, the live view cleared for it (Start, and the scratch
