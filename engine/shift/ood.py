@@ -144,13 +144,18 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray, classes: int) -> tupl
 def mahalanobis(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """The squared Mahalanobis distance to the nearest class mean, per row (NaN rows stay NaN)."""
     x = normalise(features)
-    best = np.full(len(x), np.inf)
-    for mu in means:
-        if np.isnan(mu).any():
-            continue
-        d = x - mu
-        best = np.minimum(best, np.einsum("ij,jk,ik->i", d, precision, d))
-    best[np.isnan(x).any(1)] = np.nan
+    bad = np.isnan(x).any(1)
+    x = np.where(bad[:, None], 0.0, x)
+    kept = means[~np.isnan(means).any(1)]
+    if not len(kept):
+        return np.full(len(x), np.nan)
+    # (x - m)' P (x - m) = x'Px - 2 x'Pm + m'Pm, with one shared P: three matrix products (BLAS) instead of a
+    # three-operand einsum per class, which took half of a 900-picture flagged prediction on 2 cores.
+    xp = x @ precision
+    mp = kept @ precision
+    squared = (xp * x).sum(1)[:, None] - 2.0 * (xp @ kept.T) + (mp * kept).sum(1)[None, :]
+    best = squared.min(1)
+    best[bad] = np.nan
     return best
 
 
