@@ -221,6 +221,23 @@ class RunMoveError(RunFolderError):
         self.stranded = stranded  # runs already moved that could not be put back (they are whole where they went)
 
 
+def _run_folders(source: Path) -> list[Path]:
+    """The run folders directly in ``source`` (none when it is not a folder), sorted."""
+    return sorted(p for p in source.iterdir() if (p / CONFIG).is_file()) if source.is_dir() else []
+
+
+@contextlib.contextmanager
+def _all_locked(folders: list[Path]):
+    """Every run of ``folders`` locked while the block runs; RunBusyError naming the one training right now."""
+    with contextlib.ExitStack() as locks:
+        for folder in folders:
+            try:
+                locks.enter_context(run_lock(folder))
+            except RunBusyError:
+                raise RunBusyError(f"The run {folder.name} is still training.") from None
+        yield
+
+
 def move_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str, str]:
     """Move every run folder of ``source`` into ``target`` (made when missing, in an existing folder): all of them,
     or none.
@@ -234,16 +251,9 @@ def move_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str,
     sentence when one cannot be moved (the runs moved until then are put back).
     """
     source, target = Path(source), Path(target)
-    if not source.is_dir():
-        return {}
-    folders = sorted(p for p in source.iterdir() if (p / CONFIG).is_file())
+    folders = _run_folders(source)
     moved: dict[str, str] = {}
-    with contextlib.ExitStack() as locks:
-        for folder in folders:
-            try:
-                locks.enter_context(run_lock(folder))
-            except RunBusyError:
-                raise RunBusyError(f"The run {folder.name} is still training.") from None
+    with _all_locked(folders):
         if folders:
             try:
                 target.mkdir(exist_ok=True)  # its parent must exist: nothing is made in a folder that is not
@@ -280,16 +290,9 @@ def copy_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str,
     import uuid
 
     source, target = Path(source), Path(target)
-    if not source.is_dir():
-        return {}
-    folders = sorted(p for p in source.iterdir() if (p / CONFIG).is_file())
+    folders = _run_folders(source)
     copied: dict[str, str] = {}
-    with contextlib.ExitStack() as locks:
-        for folder in folders:
-            try:
-                locks.enter_context(run_lock(folder))
-            except RunBusyError:
-                raise RunBusyError(f"The run {folder.name} is still training.") from None
+    with _all_locked(folders):
         try:
             if folders:
                 target.mkdir(exist_ok=True)
