@@ -279,13 +279,37 @@ def _folder_samples(data: str | os.PathLike, classes: Sequence[str], stop
             [(p.path, p.reason) for p in index.health.unreadable])
 
 
+def inferred_splits(bundle, splits: dict[str, list], on_progress, stop, batch_size: int):
+    """For each split of ``splits`` ({name: [(path, label), ...]}): (name, items, the model's uncalibrated
+    probabilities, indices of the pictures read, [(path, why)] of those that could not be), progress counted over all
+    splits; UserError when none of a split's pictures can be read (evaluate_run and its multi-task form share it)."""
+    from engine.results.predict import infer  # imported when used, as the rest of this module uses predict
+
+    total = sum(len(v) for v in splits.values())
+    done = 0
+    for name, items in splits.items():
+        offset = done
+        progress = (lambda d, n, offset=offset: on_progress(offset + d, total)) if on_progress else None
+        raw, errors = infer(bundle, [p for p, _ in items], batch_size=batch_size, on_progress=progress,
+                            stop=stop, stop_message="The evaluation was stopped; nothing was written.",
+                            temperature=1.0)
+        done += len(items)
+        good = [i for i, e in enumerate(errors) if e is None]
+        unreadable = [(items[i][0], e) for i, e in enumerate(errors) if e is not None]
+        if not good:
+            path, reason = unreadable[0]
+            raise UserError(f"None of the {len(items)} {SPLIT_NAMES[name]} pictures could be read (for example "
+                            f"{path}: {reason}): if the dataset was moved, evaluate its new place with --data.")
+        yield name, items, raw, good, unreadable
+
+
 def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
                  on_progress: Callable[[int, int], None] | None = None, stop: threading.Event | None = None, *,
                  device: str = "auto", batch_size: int = 32) -> "Evaluation":
     """Evaluate a run on its own validation (and test) split, or on every picture of the folder ``data``; write
     ``evaluation.json`` into the run folder and return the evaluation. ``on_progress(done, total)`` counts
     pictures; setting ``stop`` ends it (raising ``Stopped``) without writing anything."""
-    from engine.results.predict import infer, load_run_model
+    from engine.results.predict import load_run_model
     from engine.train.calibrate import apply_temperature
 
     began = time.monotonic()
@@ -303,23 +327,9 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     else:
         source, items, left_out = _folder_samples(data, bundle.classes, stop)
         splits = {"data": items}
-    total = sum(len(v) for v in splits.values())
-    done = 0
     results: dict[str, SplitEvaluation] = {}
-    for name, items in splits.items():
-        offset = done
-        progress = (lambda d, n, offset=offset: on_progress(offset + d, total)) if on_progress else None
-        raw, errors = infer(bundle, [p for p, _ in items], batch_size=batch_size, on_progress=progress,
-                            stop=stop, stop_message="The evaluation was stopped; nothing was written.",
-                            temperature=1.0)
+    for name, items, raw, good, unreadable in inferred_splits(bundle, splits, on_progress, stop, batch_size):
         probs = apply_temperature(raw, bundle.temperature)
-        done += len(items)
-        good = [i for i, e in enumerate(errors) if e is None]
-        unreadable = [(items[i][0], e) for i, e in enumerate(errors) if e is not None]
-        if not good:
-            path, reason = unreadable[0]
-            raise UserError(f"None of the {len(items)} {SPLIT_NAMES[name]} pictures could be read (for example "
-                            f"{path}: {reason}): if the dataset was moved, evaluate its new place with --data.")
         split = compute_split(name, bundle.classes, [items[i][1] for i in good], probs[good],
                               [items[i][0] for i in good])
         split.unreadable = (left_out if name == "data" else []) + unreadable

@@ -99,10 +99,8 @@ def evaluate_tasks(bundle, folder: Path, data, on_progress: Callable[[int, int],
     """engine.results.evaluate.evaluate_run for a multi-task model: every task evaluated, evaluation.json written.
     ``ev`` is the module engine.results.evaluate itself, handed over by it (it calls this function: importing it
     here would make the two modules import each other)."""
-    from engine.results.predict import infer
-
-    EVALUATION, SPLIT_NAMES, Evaluation, calibration_bins, compute_split = (
-        ev.EVALUATION, ev.SPLIT_NAMES, ev.Evaluation, ev.calibration_bins, ev.compute_split)
+    EVALUATION, Evaluation, calibration_bins, compute_split = (
+        ev.EVALUATION, ev.Evaluation, ev.calibration_bins, ev.compute_split)
     _run_samples = ev._run_samples
 
     tasks = tasks_of_bundle(bundle)
@@ -112,22 +110,8 @@ def evaluate_tasks(bundle, folder: Path, data, on_progress: Callable[[int, int],
     else:
         source, items, left_out = _folder_items(data, tasks, stop)
         splits = {"data": items}
-    total = sum(len(v) for v in splits.values())
-    done = 0
     per_task: dict[str, dict] = {t.name: {} for t in tasks}
-    for name, items in splits.items():
-        offset = done
-        progress = (lambda d, n, offset=offset: on_progress(offset + d, total)) if on_progress else None
-        probs, errors = infer(bundle, [p for p, _ in items], batch_size=batch_size, on_progress=progress,
-                              stop=stop, stop_message="The evaluation was stopped; nothing was written.",
-                              temperature=1.0)
-        done += len(items)
-        good = [i for i, e in enumerate(errors) if e is None]
-        unreadable = [(items[i][0], e) for i, e in enumerate(errors) if e is not None]
-        if not good:
-            path, reason = unreadable[0]
-            raise UserError(f"None of the {len(items)} {SPLIT_NAMES[name]} pictures could be read (for example "
-                            f"{path}: {reason}): if the dataset was moved, evaluate its new place with --data.")
+    for name, items, probs, good, unreadable in ev.inferred_splits(bundle, splits, on_progress, stop, batch_size):
         labels = decode(torch.tensor([items[i][1] for i in good]), tasks).numpy()
         raw_all = task_probs(probs[good], tasks)
         for t, (task, p) in enumerate(zip(tasks, task_probs(probs[good], tasks, temperatures))):
