@@ -153,9 +153,20 @@ def diagnose(index: DatasetIndex, *, model: str = "timm:resnet18", weights: str 
     ``features`` (one row per sample) skips computing them with ``model``/``weights``. When the model cannot be built
     (no weights offline, say), the checks that need it are left out and ``notes`` says so in a sentence; the hash and
     picture checks still run. Setting ``stop`` raises UserError("... cancelled")."""
+    report = DoctorReport(index.root, list(index.classes), model=model, pictures=len(index.samples))
+    return run_checks(index, report, lambda vectors, ok: _label_issues(index, vectors, ok, seed, stop), model=model,
+                      weights=weights, device=device, features=features, use_cache=use_cache,
+                      on_progress=on_progress, stop=stop)
+
+
+def run_checks(index: DatasetIndex, report: DoctorReport,
+               label_issues: Callable[[np.ndarray, np.ndarray], list[LabelIssue]], *, model: str, weights: str,
+               device: str, features: np.ndarray | None, use_cache: bool, on_progress: Progress | None,
+               stop: threading.Event | None) -> DoctorReport:
+    """``diagnose``'s checks into ``report``, the likely wrong labels found by ``label_issues(vectors, ok)`` (the
+    multi-task doctor, engine.advise.task_doctor, looks task by task)."""
     samples = index.samples
     paths = [s.path for s in samples]
-    report = DoctorReport(index.root, list(index.classes), model=model, pictures=len(samples))
     clock = time.perf_counter()
 
     looks = look_all(paths, on_progress=_stage(on_progress, "Looking at the pictures"), stop=stop)
@@ -193,7 +204,7 @@ def diagnose(index: DatasetIndex, *, model: str = "timm:resnet18", weights: str 
 
     clock = time.perf_counter()
     if vectors is not None:
-        report.label_issues = _label_issues(index, vectors, ok, seed, stop)
+        report.label_issues = label_issues(vectors, ok)
     report.seconds["labels"] = round(time.perf_counter() - clock, 3)
     _check_stop(stop)
 

@@ -20,7 +20,6 @@ line (``main.py doctor``) and the window's review call it.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,6 @@ import numpy as np
 
 from engine.advise import doctor as dr
 from engine.data.scan import DatasetIndex, Sample
-from engine.errors import UserError
 from engine.train.multitask import MISSING, MultiTaskIndex, scan_tasks, wants_tasks
 
 
@@ -95,45 +93,11 @@ def diagnose_tasks(index: MultiTaskIndex, *, model: str = "timm:resnet18", weigh
                    stop: threading.Event | None = None) -> TaskDoctorReport:
     """engine.advise.doctor.diagnose for a multi-task dataset (see the module's docstring); the same arguments."""
     samples = index.samples
-    paths = [s.path for s in samples]
     report = TaskDoctorReport(index.root, list(index.classes), model=model, pictures=len(samples),
                               tasks=_task_summary(index))
-    clock = time.perf_counter()
-    looks = dr.look_all(paths, on_progress=dr._stage(on_progress, "Looking at the pictures"), stop=stop)
-    dr._check_stop(stop)
-    report.seconds["hashes"] = round(time.perf_counter() - clock, 3)
 
-    vectors, ok = None, None
-    if features is not None:
-        vectors, ok = np.asarray(features, dtype=np.float32), np.ones(len(samples), dtype=bool)
-    else:
-        from engine.advise.features import extract_features
-
-        clock = time.perf_counter()
-        try:
-            got = extract_features(paths, model, weights, device=device, use_cache=use_cache, stop=stop,
-                                   on_progress=dr._stage(on_progress, "Computing the model's view of each picture"))
-            vectors, ok = got.vectors, got.ok
-        except UserError as exc:
-            if stop is not None and stop.is_set():
-                raise
-            report.notes.append(f"Likely wrong labels, cropped copies and outliers need the model's view of the "
-                                f"pictures, which could not be computed: {exc} The other checks ran.")
-        report.seconds["features"] = round(time.perf_counter() - clock, 3)
-        if weights == "none" and vectors is not None:
-            report.notes.append("The model has random weights (no pretraining), so its judgement of labels is rough, "
-                                "copies are found by their hashes only and outliers are not looked for: choose "
-                                "pretrained weights for a reliable review.")
-    dr._check_stop(stop)
-
-    clock = time.perf_counter()
-    unit = dr.unit_rows(vectors) if vectors is not None else None
-    neighbours = dr.nearest(unit, k=dr.NEIGHBOURS, stop=stop) if unit is not None and len(unit) > 1 else None
-    report.seconds["neighbours"] = round(time.perf_counter() - clock, 3)
-    dr._check_stop(stop)
-
-    clock = time.perf_counter()
-    if vectors is not None:
+    def label_issues(vectors: np.ndarray, ok: np.ndarray) -> list:
+        found = []
         labels = index.task_labels()
         for t, task in enumerate(index.tasks):
             rows = np.flatnonzero((labels[:, t] != MISSING).numpy())
@@ -141,15 +105,9 @@ def diagnose_tasks(index: MultiTaskIndex, *, model: str = "timm:resnet18", weigh
             view = DatasetIndex(index.root, index.layout, [f"{task.name}: {c}" for c in task.classes],
                                 [Sample(samples[i].path, int(labels[i, t]), samples[i].split) for i in rows],
                                 index.health, index.split_source)
-            report.label_issues += dr._label_issues(view, vectors[rows], ok[rows], seed, stop)
+            found += dr._label_issues(view, vectors[rows], ok[rows], seed, stop)
             dr._check_stop(stop)
-        report.label_issues.sort(key=lambda x: (-x.score, x.path))
-    report.seconds["labels"] = round(time.perf_counter() - clock, 3)
+        return sorted(found, key=lambda x: (-x.score, x.path))
 
-    clock = time.perf_counter()
-    trusted = weights != "none" and unit is not None
-    report.duplicates = dr._duplicates(index, looks, unit if trusted else None, neighbours if trusted else None, ok,
-                                       stop)
-    report.suspicious = dr._suspicious(index, looks, neighbours if trusted else None, ok)
-    report.seconds["duplicates and checks"] = round(time.perf_counter() - clock, 3)
-    return report
+    return dr.run_checks(index, report, label_issues, model=model, weights=weights, device=device,
+                         features=features, use_cache=use_cache, on_progress=on_progress, stop=stop)
