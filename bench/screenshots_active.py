@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if not needed.exists():
             raise SystemExit(f"needs {needed} (only on the project's own machines)")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # grab().save() into a missing folder fails without a word
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data, pool = prepare(work)
