@@ -10,8 +10,11 @@ then, each in its own process (so that its peak memory is its own):
 1. an uninterrupted feature-extraction run (MobileNetV2, 1 epoch, no augmentation, an empty frozen-output store);
 2. the same run stopped when 60 % of its frozen pass is done, then resumed (``resume``), with another empty store;
    1 and 2 alternate (1, 2, 1, 2 ... --repeats pairs), so that a shared machine's changing load weighs on both;
-3. ``python main.py evaluate RUN`` (the validation pictures) and ``python main.py predict RUN FOLDER`` (the
-   validation pictures again), timed from the outside (process start, model loading included);
+3. ``python main.py evaluate RUN`` (the validation pictures; with the run's own store of frozen outputs, where
+   they are read back, and with an empty one) and ``python main.py predict RUN FOLDER`` twice (as many new pictures
+   as there are validation pictures: the run's first prediction, which also measures the training pictures for
+   the unlike-the-training-pictures flag, and a second one), timed from the outside (process start, model loading
+   included);
 4. the same run trained from the window: the real main window, offscreen, opens the folder in the Data step (scan,
    thumbnails) and the Train step's Start trains it; its peak memory (getrusage) is the window's.
 
@@ -43,10 +46,10 @@ WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_in1k.safetensors"
 MODEL = "torchvision:mobilenet_v2"
 
 
-def make_pictures(root: Path, n: int, side: int = 256) -> None:
+def make_pictures(root: Path, n: int, side: int = 256, seed: int = 0) -> None:
     from PIL import Image, ImageDraw
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     classes = [f"class{c}" for c in range(10)]
     width, height, r = side, side * 3 // 4, max(4, side // 5)
     for i in range(n):
@@ -272,19 +275,21 @@ def main() -> None:
     pass_rate = pictures / seconds
     run = whole["run_dir"]
     val = json.loads((Path(run) / "dataset.json").read_text())["samples"]
-    val_paths = [s["path"] for s in val if s["split"] == "val"]
-    listing = work / "val-list"
-    listing.mkdir()
-    for p in val_paths:  # a folder of the validation pictures, for predict
-        target = listing / Path(p).parent.name
-        target.mkdir(exist_ok=True)
-        os.symlink(p, target / Path(p).name)
-    ev_s, ev_mem = timed([sys.executable, "main.py", "evaluate", run], env)
-    print(f"evaluate: {ev_s:.0f} s, {ev_mem:.0f} MiB", file=sys.stderr, flush=True)
-    pr_s, pr_mem = timed([sys.executable, "main.py", "predict", run, str(listing), "--csv", str(work / "p.csv")], env)
-    print(f"predict: {pr_s:.0f} s, {pr_mem:.0f} MiB", file=sys.stderr, flush=True)
+    n_val = sum(1 for s in val if s["split"] == "val")
+    fresh = work / "new-pictures"  # pictures the run never saw, as many as its validation pictures, for predict
+    make_pictures(fresh, n_val, args.side, seed=1)
+    # The run's own caches (the first uninterrupted run's: what a user has after training), and empty ones.
+    own = dict(env, TRANSFER_STUDIO_CACHE=str(work / "cache-0"))
+    ev_s, ev_mem = timed([sys.executable, "main.py", "evaluate", run], own)
+    print(f"evaluate (stored outputs): {ev_s:.0f} s, {ev_mem:.0f} MiB", file=sys.stderr, flush=True)
+    ev0_s, ev0_mem = timed([sys.executable, "main.py", "evaluate", run], env)
+    print(f"evaluate (empty store): {ev0_s:.0f} s, {ev0_mem:.0f} MiB", file=sys.stderr, flush=True)
+    predict = [sys.executable, "main.py", "predict", run, str(fresh), "--csv", str(work / "p.csv")]
+    pr_s, pr_mem = timed(predict, own)
+    print(f"predict, first: {pr_s:.0f} s, {pr_mem:.0f} MiB", file=sys.stderr, flush=True)
+    pr2_s, pr2_mem = timed(predict, own)
+    print(f"predict, again: {pr2_s:.0f} s, {pr2_mem:.0f} MiB", file=sys.stderr, flush=True)
     window = scenario("window")
-    n_val = len(val_paths)
     mean_whole = sum(w["seconds"] for w in wholes) / len(wholes)
     mean_broken = sum(b["seconds"] for b in brokens) / len(brokens)
     ratio = mean_broken / mean_whole
@@ -299,10 +304,16 @@ def main() -> None:
         f"({each(brokens, 'stopped_after')} s before the stop), peak {max(b['peak_mib'] for b in brokens):.0f} MiB |",
         f"| resumed / uninterrupted (alternated, {args.repeats} pair{'s' if args.repeats > 1 else ''}) | "
         f"{ratio:.2f}x (aim: at most 1.1x) |",
-        f"| evaluate ({n_val:,} validation pictures, command line, start to end) | {ev_s:.0f} s, "
-        f"{n_val / ev_s:.0f} pictures/s = {n_val / ev_s / pass_rate:.2f}x the frozen pass, peak {ev_mem:.0f} MiB |",
-        f"| predict ({n_val:,} pictures, command line, start to end) | {pr_s:.0f} s, {n_val / pr_s:.0f} pictures/s = "
-        f"{n_val / pr_s / pass_rate:.2f}x the frozen pass, peak {pr_mem:.0f} MiB |",
+        f"| evaluate ({n_val:,} validation pictures, command line, start to end; their frozen outputs read back "
+        f"from the run's store) | {ev_s:.1f} s, {n_val / ev_s:.0f} pictures/s = {n_val / ev_s / pass_rate:.2f}x the "
+        f"frozen pass, peak {ev_mem:.0f} MiB |",
+        f"| evaluate, the same with an empty store (every picture computed) | {ev0_s:.1f} s, {n_val / ev0_s:.0f} "
+        f"pictures/s = {n_val / ev0_s / pass_rate:.2f}x the frozen pass, peak {ev0_mem:.0f} MiB |",
+        f"| predict ({n_val:,} new pictures, command line, start to end), the run's first (it also measures the "
+        f"training pictures once for the unlike-the-training-pictures flag) | {pr_s:.1f} s, {n_val / pr_s:.0f} "
+        f"pictures/s = {n_val / pr_s / pass_rate:.2f}x the frozen pass, peak {pr_mem:.0f} MiB |",
+        f"| predict the same pictures again (the flag's statistics stored) | {pr2_s:.1f} s, {n_val / pr2_s:.0f} "
+        f"pictures/s = {n_val / pr2_s / pass_rate:.2f}x the frozen pass, peak {pr2_mem:.0f} MiB |",
         f"| window: open the folder (scan, thumbnails), then Start (the same run) | {window['seconds']:.0f} s "
         f"({window['scan_seconds']:.0f} s scanning), peak {window['peak_mib']:.0f} MiB |",
         f"| command line: peak memory of the same run | {whole['peak_mib']:.0f} MiB |",

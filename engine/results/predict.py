@@ -374,12 +374,32 @@ def infer_outputs(bundle: ModelBundle, paths: Sequence[str], *, features: bool =
     if model is not None:
         model.eval()
     done = 0
+    todo = list(range(n))
+    if model is None and device.type == "cpu" and n >= FAST_FROM:
+        # Pictures whose frozen-layer outputs the run's training stored: only the layers above them run
+        # (engine.results.stored); the others take the fast path below.
+        from engine.results.stored import read_back
+
+        linear = last_linear(bundle.model, bundle.head) if features else None
+        found = read_back(bundle, paths, linear)
+        if found is not None:
+            indices, stored_logits, stored_feats = found
+            logits[indices] = stored_logits
+            if stored_feats is not None:
+                feats = np.full((n, stored_feats.shape[1]), np.nan, dtype=np.float32)
+                feats[indices] = stored_feats
+            todo = sorted(set(todo) - set(indices))
+            done = len(indices)
+            if on_progress is not None:
+                on_progress(done, n)
     try:
         with allocator:
-            net, with_features = _fast_model(bundle, n, features, model)
-            for indices, batch, errs in batches(bundle, paths, batch_size, stop, stop_message, cache):
-                for i, e in errs.items():
-                    errors[i] = e
+            net, with_features = _fast_model(bundle, len(todo), features, model) if todo else (None, False)
+            rest = [paths[i] for i in todo]
+            for chunk, batch, errs in batches(bundle, rest, batch_size, stop, stop_message, cache) if todo else ():
+                indices = [todo[j] for j in chunk]
+                for j, e in errs.items():
+                    errors[todo[j]] = e
                 if batch is not None:
                     with torch.inference_mode():
                         out = net(batch.to(device)).float().cpu().numpy()
