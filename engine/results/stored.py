@@ -16,6 +16,8 @@ one, another run's weights, a fine-tuned frozen part, an emptied store -- is com
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -92,17 +94,39 @@ def _frozen_part(bundle) -> StoredPart | None:
     return StoredPart(store, split.eval_suffix.eval())
 
 
+def _run_pictures(bundle) -> frozenset[str]:
+    """The absolute paths of the pictures the run trained and validated on (its dataset.json): the only pictures
+    whose outputs its training can have stored; empty when they cannot be read. Kept on the bundle."""
+    if "_run_pictures" not in vars(bundle):
+        pictures: frozenset[str] = frozenset()
+        if bundle.kind == "run":
+            from engine.project import runs
+
+            try:
+                info = json.loads((Path(bundle.source) / runs.DATASET).read_text(encoding="utf-8"))
+                pictures = frozenset(os.path.abspath(str(s["path"])) for s in info["samples"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        object.__setattr__(bundle, "_run_pictures", pictures)
+    return vars(bundle)["_run_pictures"]
+
+
 def read_back(bundle, paths: Sequence[str], linear: nn.Linear | None
               ) -> tuple[list[int], np.ndarray, np.ndarray | None] | None:
     """(indices of ``paths`` whose frozen output is stored, their raw logits, their penultimate features when
     ``linear`` -- the classifier's last linear layer -- is given), or None when nothing is stored for them."""
+    own = _run_pictures(bundle)
+    candidates = [i for i, path in enumerate(paths) if os.path.abspath(path) in own]
+    if not candidates:  # new pictures: not worth cutting the model to look for them
+        return None
     part = frozen_part(bundle)
     if part is None:
         return None
     from engine.train.store import picture_key
 
     found, outputs = [], []
-    for i, path in enumerate(paths):
+    for i in candidates:
+        path = paths[i]
         key = part.store.key(EVAL_VIEW, picture_key(path))
         output = part.store.get(key) if key is not None else None
         if output is not None:

@@ -117,6 +117,12 @@ def test_a_changed_picture_a_new_one_or_an_emptied_store_are_computed(tiny_datas
     plain, _, _ = computing_everything(bundle, paths, monkeypatch)
     assert logits == pytest.approx(plain, abs=1e-4)
 
+    cut = []
+    real = stored._frozen_part
+    monkeypatch.setattr(stored, "_frozen_part", lambda b: cut.append(b) or real(b))
+    fresh = predict.load_run_model(run, "cpu")
+    predict.infer_outputs(fresh, [str(new)] * 70)
+    assert cut == []  # pictures the run never saw: the model is not even cut to look for them
     import os
 
     shutil.rmtree(Path(os.environ["TRANSFER_STUDIO_CACHE"]) / "frozen")
