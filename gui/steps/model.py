@@ -207,6 +207,9 @@ class ModelPicker(QWidget):
         self._imports = []
         self._runs: list[TrainedModel] = []
         self._pending_choice: tuple[str, str] | None = None
+        # The project's own (model, weights): a weight file it uses that was never imported into the library is
+        # still listed (and chosen) under "A weight file", not left out while another source shows as chosen.
+        self._project_weights: tuple[str, str] | None = None
         self._status: dict[str, str] = {}  # model name -> key of OFFLINE_TEXT
         self._choose_after_download = False
         self._just_downloaded = False  # keep the download's message when the choice follows it
@@ -264,7 +267,7 @@ class ModelPicker(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)
-        for column, width in ((PARAMS, 80), (INPUT, 70), (WEIGHTS, 150), (LICENCE, 95), (OFFLINE, 125)):
+        for column, width in ((PARAMS, 80), (INPUT, 70), (WEIGHTS, 130), (LICENCE, 85), (OFFLINE, 115)):
             header.resizeSection(column, width)
         self.table.selectionModel().currentRowChanged.connect(self._row_changed)
         self.table.doubleClicked.connect(lambda _: self.choose())
@@ -418,6 +421,7 @@ class ModelPicker(QWidget):
         self.runs_folder = Path(config.out)
         self.data_source = config.data.source
         self._pending_choice = (config.model.name, config.model.weights)
+        self._project_weights = (config.model.name, config.model.weights)
         try:
             self.table_model.project_model = catalogue.base_name(config.model.name)
         except ModelError:  # not a model name at all: the Model step says so
@@ -659,6 +663,11 @@ class ModelPicker(QWidget):
         for entry in self._imports:
             if entry.architecture and catalogue.base_name(entry.architecture) == item.name:
                 self.file_combo.addItem(f"{entry.label} ({format_count(entry.params)} parameters)", entry.path)
+        own = self._project_file(item)
+        if own is not None and self.file_combo.findData(own) < 0:
+            missing = "" if Path(own).is_file() else ", missing"
+            self.file_combo.addItem(f"{Path(own).name} (this project's file{missing})", own)
+            self.file_combo.setItemData(self.file_combo.count() - 1, own, Qt.ItemDataRole.ToolTipRole)
         if not self.file_combo.count():
             self.file_combo.addItem("No file imported for this model yet", None)
         self.file_combo.blockSignals(False)
@@ -675,6 +684,19 @@ class ModelPicker(QWidget):
             self.none_radio.setChecked(True)
         self._say("")
         self._update_weights()
+
+    def _project_file(self, item: ModelInfo) -> str | None:
+        """The weight file the project uses for ``item``, when that is a file (not pretrained, none or a run)."""
+        if self._project_weights is None:
+            return None
+        name, weights = self._project_weights
+        try:
+            same = catalogue.base_name(name) == item.name
+        except ModelError:
+            return None
+        if not same or weights in ("pretrained", "none") or Path(weights).is_dir():
+            return None
+        return weights
 
     def _show_facts(self, item: ModelInfo) -> None:
         count = self.table_model.count(item.name)

@@ -251,3 +251,21 @@ def test_set_config_shows_the_configs_model(qtbot, picker):
     assert picker.current_model().name == "timm:vit_tiny_patch16_224"
     assert picker.none_radio.isChecked() and picker.choice() == ("timm:vit_tiny_patch16_224", "none")
     assert picker.runs_folder.name == "elsewhere"
+
+
+def test_a_projects_weight_file_that_was_never_imported_is_shown_as_its_choice(qtbot, picker, tmp_path,
+                                                                               mobilenet_state):
+    """A project made with a weight file from anywhere on the computer (``main.py train --weights FILE``, a lab's
+    shared folder) opens with that file chosen, not with pretrained weights that would need a download."""
+    weights = tmp_path / "lab" / "mobilenet_v2_lab.safetensors"
+    weights.parent.mkdir()
+    save_file(mobilenet_state, str(weights))
+    picker.set_config(RunConfig(model=ModelConfig("torchvision:mobilenet_v2", str(weights)), out="elsewhere"))
+    assert picker.current_model().name == "torchvision:mobilenet_v2"
+    assert picker.file_radio.isChecked() and not picker.pretrained_radio.isChecked()
+    assert picker.file_combo.currentText() == "mobilenet_v2_lab.safetensors (this project's file)"
+    assert picker.choice() == ("torchvision:mobilenet_v2", str(weights))
+    picker.select("timm:resnet18")  # another model, then back: the file is still there for this one
+    assert picker.file_combo.findData(str(weights)) < 0
+    picker.select("torchvision:mobilenet_v2")
+    assert picker.file_combo.findData(str(weights)) >= 0
