@@ -141,3 +141,18 @@ def test_file_names_sort_as_a_file_manager_sorts_them():
     names = ["apple-10.png", "apple-2.png", "apple-1.png", "Apple-3.png", "apple.png", "apple-2b.png"]
     assert sorted(names, key=natural_key) == ["apple-1.png", "apple-2.png", "apple-2b.png", "Apple-3.png",
                                               "apple-10.png", "apple.png"]
+
+
+def test_a_short_runs_epoch_axis_has_whole_numbers(qtbot, tmp_path):
+    history = RunHistory()
+    qtbot.addWidget(history)
+    history.resize(900, 500)
+    fake_run(tmp_path / "runs", "run-1", epochs=3)
+    (tmp_path / "runs" / "run-1" / runs.METRICS).write_text("".join(
+        json.dumps({"epoch": e, "val_acc": 0.8 + e / 100, "val_loss": 0.5 - e / 10}) + "\n" for e in (1, 2, 3)))
+    history.set_folder(tmp_path / "runs")
+    history.table.selectRow(0)
+    assert history.plotted_runs() == 1
+    for plot in (history.acc_plot, history.loss_plot):
+        ticks = [v for _, values in plot.getAxis("bottom").tickValues(1, 3, 300) for v in values]
+        assert ticks and all(float(v).is_integer() for v in ticks)

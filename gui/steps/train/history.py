@@ -189,10 +189,12 @@ class RunHistory(QWidget):
         for plot in (self.acc_plot, self.loss_plot):
             plot.clear()
         self.legend.clear()
+        last = 0
         for n, row in enumerate(self.selected_rows()[: len(RUN_COLOURS)]):
             info = self.infos[row]
             records = runs.read_metrics(info.path)
             epochs = [r["epoch"] for r in records]
+            last = max([last] + epochs)
             pen = _pen(RUN_COLOURS[n])
             label = f"{info.strategy or Path(info.path).name}"
             curve = self.acc_plot.plot(epochs, [r["val_acc"] for r in records], pen=pen, symbol="o", symbolSize=5,
@@ -200,6 +202,9 @@ class RunHistory(QWidget):
             self.legend.addItem(curve, label)
             self.loss_plot.plot(epochs, [r["val_loss"] for r in records], pen=pen, symbol="o", symbolSize=5,
                                 symbolBrush=RUN_COLOURS[n])
+        for plot in (self.acc_plot, self.loss_plot):  # epochs are whole: no 1.5 or 2.5 on a short run's axis
+            axis = plot.getAxis("bottom")
+            axis.setTickSpacing(1, 1) if 0 < last <= 12 else axis.setTickSpacing()
         # pyqtgraph moves a legend to (0, 0) when its lines change: back into its place now, not at the next paint.
         self.legend.updateGeometry()
         self.compare.ci.layout.activate()

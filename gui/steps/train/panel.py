@@ -34,12 +34,17 @@ from gui.steps.train.worker import TrainingController, preload_training_modules,
 
 EPOCH_FORMAT = "Epoch: %p %"  # the epoch bar's text while an epoch trains (a Preparing stage has its own)
 
-OPTIMIZERS = [("adamw", "AdamW (adaptive; a safe default)"), ("sgd", "SGD with momentum (classic fine-tuning)")]
-SCHEDULES = [("cosine", "Warm-up, then slowly lower (cosine)"), ("onecycle", "One cycle (up, then down)"),
-             ("constant", "Warm-up, then constant")]
+# (key, the list's label: short enough for the settings column, what it means on hover)
+OPTIMIZERS = [("adamw", "AdamW (safe default)", "AdamW: adaptive steps for each weight; a safe default."),
+              ("sgd", "SGD with momentum", "SGD with momentum: the classic way to fine-tune; it may need a tuned "
+               "learning rate (Find...).")]
+SCHEDULES = [("cosine", "Warm-up, then cosine", "A short warm-up, then the learning rate lowers slowly (cosine)."),
+             ("onecycle", "One cycle (up, then down)", "One cycle: the learning rate rises, then falls."),
+             ("constant", "Warm-up, then constant", "A short warm-up, then the same learning rate.")]
 AUGMENTS = [("none", "None: the pictures as they are"), ("light", "Light: crops and mirror images"),
             ("strong", "Strong: crops, mirrors, colour and RandAugment")]
-PRECISIONS = [("auto", "Automatic (mixed precision where it is faster)"), ("fp32", "Full precision (fp32)"),
+PRECISIONS = [("auto", "Automatic (fastest)", "Mixed precision where it is faster on this computer, full "
+               "precision elsewhere."), ("fp32", "Full precision (fp32)"),
               ("bf16", "bfloat16 mixed precision"), ("fp16", "float16 mixed precision")]
 
 START_TIP = "Train with these settings. The run is saved in the project's runs folder."
@@ -47,9 +52,9 @@ START_TIP = "Train with these settings. The run is saved in the project's runs f
 
 def _combo(items, tip: str) -> QComboBox:
     box = QComboBox()
-    for key, label in items:
+    for key, label, *meaning in items:
         box.addItem(label, key)
-        box.setItemData(box.count() - 1, label, Qt.ItemDataRole.ToolTipRole)
+        box.setItemData(box.count() - 1, meaning[0] if meaning else label, Qt.ItemDataRole.ToolTipRole)
     box.setToolTip(tip)
     # Shrinks with the settings column (the open list still shows the whole labels).
     box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
