@@ -31,6 +31,7 @@ import sys
 import threading
 import traceback
 
+from engine.words import plural  # noqa: E402
 from engine.errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED  # noqa: E402
 
 EXIT_USER_ERROR = EXIT_BAD_INPUT  # the older name
@@ -381,11 +382,11 @@ def cmd_train(args) -> int:
     if result.status == "failed":
         print(f"error: {result.error}", file=sys.stderr)
         if result.run_dir:
-            print(f"failed after {_plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
+            print(f"failed after {plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
             return EXIT_FAILED
         return EXIT_BAD_INPUT  # it failed before a run folder was made: the data, the model or the settings
     best = f"{result.best_val_acc:.3f} at epoch {result.best_epoch}" if result.best_val_acc is not None else "none"
-    print(f"{result.status}: {_plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
+    print(f"{result.status}: {plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
           f"{result.run_dir}")
     if result.status == "stopped":
         if result.run_dir:
@@ -427,7 +428,7 @@ def cmd_scan(args) -> int:
             print(line)
     sizes = " / ".join(f"{sum(counts[s].values())} {s}" for s in splits)
     unreadable = len(index.health.unreadable)
-    print(f"{_plural(len(index.classes), 'class', 'classes')}, {sizes} pictures, {unreadable} unreadable",
+    print(f"{plural(len(index.classes), 'class', 'classes')}, {sizes} pictures, {unreadable} unreadable",
           file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -470,7 +471,7 @@ def cmd_doctor(args) -> int:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         print(" ".join(report.summary()), file=sys.stderr)
         return 0
-    print(f"{index.root}: {_plural(report.pictures, 'picture')}, model {model}")
+    print(f"{index.root}: {plural(report.pictures, 'picture')}, model {model}")
     for line in report.summary():
         print(f"- {line}")
     for note in report.notes:
@@ -501,14 +502,9 @@ def cmd_models(args) -> int:
     for name in names:
         print(name)
     timm_count = sum(n.startswith("timm:") for n in names)
-    print(f"{_plural(len(names), 'model')} ({timm_count} timm, {len(names) - timm_count} torchvision)"
+    print(f"{plural(len(names), 'model')} ({timm_count} timm, {len(names) - timm_count} torchvision)"
           + (f" matching '{args.filter}'" if args.filter else ""), file=sys.stderr)
     return 0
-
-
-def _plural(n: int, noun: str, plural: str = "") -> str:
-    """'1 epoch', '2 epochs'; '1 class', '3 classes' with plural='classes'."""
-    return f"1 {noun}" if n == 1 else f"{n:,} {plural or noun + 's'}"
 
 
 # --- evaluate, predict, export ---------------------------------------------------------------------------------
@@ -607,7 +603,7 @@ def cmd_evaluate(args) -> int:
                                                        for i, row in enumerate(split.confusion)], "    ")))
             mistakes = split.mistakes
             if mistakes:
-                print(f"  {_plural(len(mistakes), 'mistake')}, most confident first:")
+                print(f"  {plural(len(mistakes), 'mistake')}, most confident first:")
                 for i in mistakes[:5]:
                     s = split.samples[i]
                     others = ", ".join(f"{classes[c]} {p:.2f}" for c, p in s.top[1:])
@@ -621,7 +617,7 @@ def cmd_evaluate(args) -> int:
             print(f"  calibration: expected calibration error {split.ece:.3f}{before}; confidence -> accuracy: "
                   + ", ".join(f"{b.confidence:.2f}->{b.accuracy:.2f} ({b.count})" for b in bins))
             if split.unreadable:
-                print(f"  {_plural(len(split.unreadable), 'picture')} could not be read and were left out, e.g. "
+                print(f"  {plural(len(split.unreadable), 'picture')} could not be read and were left out, e.g. "
                       f"{split.unreadable[0][0]}: {split.unreadable[0][1]}")
     summary = "; ".join(s.summary() for s in evaluation.splits.values())
     print(f"{summary}; written to {evaluation.path}", file=sys.stderr if args.json else sys.stdout)
@@ -734,10 +730,10 @@ def cmd_distill(args) -> int:
         print(f"error: {result.error}", file=sys.stderr)
         if not result.run_dir:
             return EXIT_BAD_INPUT
-        print(f"failed after {_plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
+        print(f"failed after {plural(result.epochs_completed, 'epoch')}: {result.run_dir}")
         return EXIT_FAILED
     best = f"{result.best_val_acc:.3f} at epoch {result.best_epoch}" if result.best_val_acc is not None else "none"
-    print(f"{result.status}: {_plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
+    print(f"{result.status}: {plural(result.epochs_completed, 'epoch')}, best validation accuracy {best}: "
           f"{result.run_dir}")
     return EXIT_STOPPED if result.status == "stopped" else EXIT_COMPLETED
 
@@ -817,7 +813,7 @@ def cmd_suggest(args) -> int:
         return 0
     for s in found.suggestions:
         print(f"{s.path}\tscore {s.score:.3f}\tguess {s.predicted} {s.confidence:.2f}")
-    print(f"{_plural(len(found.suggestions), 'suggestion')} from {_plural(len(found.outputs.paths), 'picture')} "
+    print(f"{plural(len(found.suggestions), 'suggestion')} from {plural(len(found.outputs.paths), 'picture')} "
           "still to label, most helpful first", file=sys.stderr)
     return 0
 
@@ -837,8 +833,8 @@ def cmd_pack_offline(args) -> int:
     from engine.kit import pack_offline
 
     kit = pack_offline(args.out, args.weights, log=lambda line: print(line, file=sys.stderr, flush=True))
-    weights = f", {_plural(len(kit.weights), 'weight file')}" if kit.weights else ""
-    print(f"Offline kit for Python {kit.python}: {_plural(kit.wheels, 'wheel')}{weights}, {kit.size_mb:,.0f} MB, "
+    weights = f", {plural(len(kit.weights), 'weight file')}" if kit.weights else ""
+    print(f"Offline kit for Python {kit.python}: {plural(kit.wheels, 'wheel')}{weights}, {kit.size_mb:,.0f} MB, "
           f"checked to install without a network: {kit.folder} (install.sh or install.bat there)")
     return 0
 
@@ -950,7 +946,7 @@ def cmd_drift(args) -> int:
     print("  predicted class mix (validation -> new): " + ", ".join(
         f"{c} {100 * v['reference']:.0f} % -> {100 * v['new']:.0f} %" for c, v in d["class_mix"].items()))
     if report.unreadable:
-        print(f"  {_plural(report.unreadable, 'picture')} could not be read and were left out")
+        print(f"  {plural(report.unreadable, 'picture')} could not be read and were left out")
     print(report.sentence())
     return 0
 

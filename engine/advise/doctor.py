@@ -30,6 +30,7 @@ from engine.advise.hashing import Look, look_all
 from engine.advise.neighbours import UnionFind, nearest, signs, unit_rows
 from engine.data.scan import DatasetIndex
 from engine.errors import UserError
+from engine.words import plural as _plural
 
 __all__ = ["DoctorReport", "Duplicate", "LabelIssue", "Suspicious", "diagnose"]
 
@@ -373,6 +374,3 @@ def _check_stop(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
         raise UserError("The review of the pictures was cancelled.")
 
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -32,6 +32,7 @@ from engine import files
 from engine.project import runs
 from engine.errors import ModelError, Stopped, UserError  # Stopped: the work was stopped on request
 from engine.data.images import ImageError, is_image_path
+from engine.words import plural  # part of this module's API since before engine.words
 
 __all__ = ["BUNDLE_WEIGHTS", "HeatMap", "ModelBundle", "Prediction", "Stopped", "Tally", "accuracy_words",
            "expand_paths", "heat_map", "infer", "load_run_model", "plural", "predict_paths", "summary_line",
@@ -473,11 +474,6 @@ def predict_paths(bundle: ModelBundle, paths_or_folders: Iterable[str | os.PathL
 
 
 # --- summary --------------------------------------------------------------------------------------------------
-
-
-def plural(n: int, noun: str, many: str = "") -> str:
-    """'1 picture', '2 pictures', '1,000 pictures'."""
-    return f"1 {noun}" if n == 1 else f"{n:,} {many or noun + 's'}"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # plural(n, noun, many=''): '1 run', '2 runs', '1,000 pictures', plural(n, 'class', 'classes'). The engine's, so
 # that the window's sentences and the command line's agree.
-from engine.results.predict import plural
+from engine.words import plural
 
 __all__ = ["format_count", "plural"]
 
