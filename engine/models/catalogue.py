@@ -207,10 +207,11 @@ def default_cache_dir() -> Path:
 
 
 def _versions_key() -> str:
-    import timm
-    import torchvision
+    # The installed packages' versions from their metadata: importing timm (and with it torchvision) only to read
+    # them held the window's start for 2-3 s.
+    from importlib.metadata import version
 
-    return f"timm {timm.__version__}, torchvision {torchvision.__version__.split('+')[0]}"  # the same with or without CUDA
+    return f"timm {version('timm')}, torchvision {version('torchvision').split('+')[0]}"  # the same with or without CUDA
 
 
 class ParamCounts:
