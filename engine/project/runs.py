@@ -300,7 +300,7 @@ def copy_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str,
                 destination = _free_name(target, folder.name)
                 partial = destination.with_name(f".{destination.name}.copying-{uuid.uuid4().hex[:8]}")
                 try:
-                    shutil.copytree(folder, partial, symlinks=True,
+                    shutil.copytree(folder, partial, symlinks=True, copy_function=_copy_or_link,
                                     ignore=shutil.ignore_patterns(LOCK))  # the lock held here stays with the original
                     os.rename(partial, destination)
                 except BaseException:
@@ -314,6 +314,25 @@ def copy_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str,
                 target.rmdir()  # when it is empty again
             raise RunMoveError(f"The runs could not be copied into {target} ({exc.strerror or exc}).") from None
     return copied
+
+
+# A run's bulk: weights, checkpoints, statistics. The app writes these only by replacing the file whole
+# (engine.files.atomic_write), never in place, so a copy may share them with the original (a hard link: no time, no
+# space) -- a later write in either project puts a new file there and leaves the other's as it was. Files that grow
+# in place (metrics.jsonl during a resumed run) and everything else are copied.
+SHARED_ON_COPY = (".safetensors", ".ckpt", ".pt")
+
+
+def _copy_or_link(source: str, destination: str) -> str:
+    import shutil
+
+    if source.endswith(SHARED_ON_COPY):
+        try:
+            os.link(source, destination)
+            return destination
+        except OSError:  # another disk, a file system without hard links: copied
+            pass
+    return shutil.copy2(source, destination)
 
 
 def _free_name(folder: Path, name: str) -> Path:

@@ -269,3 +269,23 @@ def test_a_copy_failing_half_way_leaves_no_partial_runs(tmp_path, data_dir, unsa
     assert "could not be copied" in copy.notes[0] and "No space left on device" in copy.notes[0]
     assert not (other / "runs").exists()  # no half copy
     assert len(names(project.config.out)) == 2
+
+
+def test_save_as_shares_the_weights_until_either_project_rewrites_them(tmp_path, data_dir, unsaved):
+    """The copy of a run's weights takes no time or disk space (a hard link, where the disk allows it), and a run
+    later rewritten in one project (a resumed run's new best weights) leaves the other project's run as it was."""
+    from engine import files
+
+    project = saved_with_runs(tmp_path, data_dir, unsaved)
+    name = names(project.config.out)[0]
+    original = Path(project.config.out) / name
+    other = tmp_path / "other"
+    other.mkdir()
+    copy = save_project_and_runs(project, other / "colours-v2.tsproj", data_dir=data_dir)
+    copied = Path(copy.project.config.out) / name
+    assert (copied / runs.BEST).stat().st_ino == (original / runs.BEST).stat().st_ino  # shared, not duplicated
+    assert (copied / runs.SUMMARY).stat().st_ino != (original / runs.SUMMARY).stat().st_ino  # small files: copied
+    before = (original / runs.BEST).read_bytes()
+    files.atomic_write(copied / runs.BEST, lambda tmp: tmp.write_bytes(b"new weights"))
+    assert (original / runs.BEST).read_bytes() == before
+    assert (copied / runs.BEST).read_bytes() == b"new weights"
