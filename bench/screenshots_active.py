@@ -43,6 +43,18 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return data, pool
 
 
+def restart(work: Path) -> None:
+    """A reused work folder starts again from its first run: the answers, the rounds and the retrained runs of an
+    earlier time are removed (else the queue shows old answers, the newest retrain as the model, and the chart old
+    rounds)."""
+    runs = work / "runs"
+    shutil.rmtree(work / "runs-labels-rounds", ignore_errors=True)
+    (work / "runs-labels.csv").unlink(missing_ok=True)
+    for run in sorted(runs.iterdir()) if runs.is_dir() else ():
+        if "retrain" in run.name or not (run / "best.safetensors").is_file():
+            shutil.rmtree(run, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "transfer-studio-active-shots"))
@@ -56,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data, pool = prepare(work)
+    restart(work)
 
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtGui import QPolygonF

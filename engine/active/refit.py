@@ -9,10 +9,10 @@ evaluation, prediction and export work on it) in which
 1. the frozen layers' outputs of every training picture (each augmented view the full run would compute) and
    validation picture are read back from the store -- a training output the earlier run computed in int8 from the
    int8 entries, as that run trained on them; only the pictures the store does not hold (the newly labelled pool
-   pictures) pass through the frozen layers, in eager PyTorch (a few pictures: no ONNX export or int8 calibration),
-   and are stored;
+   pictures) pass through the frozen layers, run as the full run's fast path runs them (ONNX Runtime on the CPU;
+   no int8 calibration for a few pictures), and are stored;
 2. the head trains exactly as the full run's phase does on those outputs (engine.train.headfit's L-BFGS solution,
-   then the phase's epochs, the best epoch kept);
+   on one CPU thread as the trainer solves it, then the phase's epochs, the best epoch kept);
 3. the temperature is fitted on the validation pictures' stored outputs (no pass over the pictures).
 
 It is used only when the head-only split applies (feature extraction, a single linear head, one phase, one task, no
@@ -38,6 +38,7 @@ from engine.events import PhaseStarted
 from engine.train import prefix as prefix_path
 from engine.train.headfit import linear_head
 from engine.train.loop import Session, Data
+from engine.train.runtime import threads
 from engine.train.store import picture_key, view_seed
 from engine.train.strategies import apply_phase
 from engine.train.trainer import RunResult, Trainer
@@ -78,11 +79,12 @@ def eligible(config: RunConfig) -> str | None:
 
 
 class _Counting(nn.Module):
-    """The frozen layers, counting the pictures that pass through them."""
+    """The frozen layers, counting the pictures that pass through them; ``inner`` is set when the first picture is
+    to be computed (:meth:`_HeadRefit._fast_prefix`)."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self):
         super().__init__()
-        self.inner = inner
+        self.inner: nn.Module | None = None
         self.pictures = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +106,10 @@ class _HeadRefit(Trainer):
         if why is None:
             phase = self.phases[0]
             apply_phase(s.model, s.tree, phase)
-            plan = prefix_path._plan(s, data, built, phase)  # noqa: SLF001  (the trainer's own decision)
+            # The split is verified by three passes of a 2-picture probe batch: on one CPU thread (on the busy
+            # 2-core machine 0.2 s against 0.7 to 4.8 s with two, measured alternately; docs/active.md).
+            with threads(1) if s.runtime.device.type == "cpu" else _Nothing():
+                plan = prefix_path._plan(s, data, built, phase)  # noqa: SLF001  (the trainer's own decision)
             why = self._why_not_plan(s, data, built, plan)
         if why is not None:
             self._log(f"The retrain trains the normal way: {why}.")
@@ -152,13 +157,12 @@ class _HeadRefit(Trainer):
         from engine.train.headfit import fit_fast_head
         from engine.train.loop import Order, PhaseRun, run_phase, shuffled_loader
         from engine.train.optim import make_optimizer, make_scheduler
-        from engine.train.runtime import threads
         from engine.train.strategies import param_groups
 
         t = s.train
         phase_rng = rng_state()
         trainable = apply_phase(s.model, s.tree, phase)
-        counting = _Counting(plan.split.prefix)
+        counting = _Counting()
         self._log("Retrain in seconds: the frozen layers' outputs are read back from the store (only the pictures "
                   "not seen before pass through the frozen layers), and only the head trains on them.")
         x, y, vx, vy, views = self._outputs(s, data, plan, counting, built.data_config)
@@ -175,7 +179,12 @@ class _HeadRefit(Trainer):
         live = Live(0, phase, optimizer, scheduler, order, True, phase_rng)
         if trainable < BASE_SHARE * s.tree.total_params:
             live.base = s.checkpoints.save_base()
-        fitted = fit_fast_head(fast, phase.name, t.label_smoothing, self._log) if t.fit_head else None
+        fitted = None
+        if t.fit_head:
+            # One CPU thread, as the trainer solves it: L-BFGS on a small head is a stream of tiny operations (2
+            # busy cores, 828 x 1280 outputs: a median 18.2 s with two threads, 1.3 s with one; docs/active.md).
+            with threads(1) if s.runtime.device.type == "cpu" else _Nothing():
+                fitted = fit_fast_head(fast, phase.name, t.label_smoothing, self._log)
         s.state.live = live
         self.emit(PhaseStarted(0, phase.name, phase.epochs, phase.lr, trainable, s.tree.total_params,
                                tuple(phase.stages)))
@@ -194,9 +203,9 @@ class _HeadRefit(Trainer):
         """The frozen layers' outputs of the validation pictures and of each augmented view of the training pictures,
         keyed as engine.train.prefix keys them (the same views the full run would compute): read back from the store
         -- a training output the first run computed in int8 (engine.train.prefix) from the int8 entries, as that run
-        trained on them -- and the missing ones computed (in eager PyTorch: few pictures, so no ONNX export or int8
-        calibration) and stored. Returns (training outputs, view after view, their labels, validation outputs, their
-        labels, the number of views)."""
+        trained on them -- and the missing ones computed (by :meth:`_fast_prefix`, built only when some output is
+        missing; few pictures, so no int8 calibration) and stored. Returns (training outputs, view after view, their
+        labels, validation outputs, their labels, the number of views)."""
         t, views = s.train, plan.views
         dtype = self._output_dtype(s, plan)
         store = prefix_path._store(s, plan, data_config, dtype)  # noqa: SLF001
@@ -227,6 +236,8 @@ class _HeadRefit(Trainer):
                     out[torch.as_tensor([missing[j] for j in kept], device=out.device)] = found[kept]
                 missing = [missing[j] for j in still]
             if missing:
+                if counting.inner is None:
+                    counting.inner = self._fast_prefix(s, plan)
                 views_of = prefix_path._SeededViews  # noqa: SLF001  (a picture's view from its own seed)
                 source = Subset(views_of(dataset, seeds) if seeds is not None else dataset, missing)
                 loader = make_loader(source, prefix_path.PREFIX_BATCH.get(s.runtime.device.type, 32), shuffle=False,
@@ -248,6 +259,17 @@ class _HeadRefit(Trainer):
         val_labels = torch.as_tensor(data.val.labels, dtype=torch.long)
         train_labels = torch.as_tensor(data.train.labels, dtype=torch.long).repeat(views)
         return torch.cat(results[1:]), train_labels, results[0], val_labels, views
+
+    def _fast_prefix(self, s: Session, plan) -> nn.Module:
+        """The frozen layers for the pictures the store does not hold, run as the full run's fast path runs them
+        (engine.train.fastpath.fast_prefix: on the CPU in full precision ONNX Runtime, else each BatchNorm folded
+        into the convolution before it; verified on the probe batch, the split's own prefix when neither passes).
+        Measured on the shared 2-core machine, 20 pictures of 224 x 224: eager PyTorch 2.9 s, folded 2.5 s, ONNX
+        Runtime 0.5 s (after a 1-4 s export), so from a few dozen outputs on the export pays for itself."""
+        prefix, how = prefix_path.feats.fast_prefix(plan.split, plan.example, onnx=s.runtime.amp_dtype is None)
+        if s.runtime.channels_last and how == "fused":
+            prefix = prefix.to(memory_format=torch.channels_last)
+        return prefix
 
     def _calibrate(self, s: Session, data: Data, dataset: DatasetIndex) -> None:
         """Temperature scaling as engine.train.calibrate does it, on the validation pictures' stored outputs passed

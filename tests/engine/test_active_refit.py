@@ -102,3 +102,60 @@ def test_without_stored_outputs_the_retrain_trains_the_normal_way(tmp_path, tiny
     assert done.result.status == "completed", done.result.error
     assert done.refit is None
     assert any("trains the normal way" in getattr(e, "message", "") for e in events)
+
+
+def test_a_refit_computes_and_calibrates_as_a_pass_over_the_pictures_would(tmp_path, monkeypatch):
+    """The refit takes shortcuts -- the new pictures through the run's fast frozen layers (ONNX Runtime on the CPU),
+    the temperature fitted on stored outputs instead of on the pictures -- yet the user gets the same numbers: the
+    new pictures' stored outputs are the features the finished model computes from those pictures, and the
+    temperature is the one fitted on the validation pictures' logits computed from the pictures themselves."""
+    import numpy as np
+    import torch
+
+    from engine.results.predict import infer_outputs, load_run_model
+    from engine.train.calibrate import calibrate
+    from engine.train.store import picture_key
+
+    pool = scan_pool(make_class_folders(tmp_path / "pool", per_class=2, seed=5)).paths
+    data = make_class_folders(tmp_path / "data", per_class=28, seed=3)  # 21 validation pictures: a temperature fits
+    for source, target in (("red", "green"), ("green", "blue"), ("blue", "red")):  # some mistakes to calibrate on
+        for picture in sorted((data / source).glob("*.png"))[:6]:
+            picture.rename(data / target / f"from-{source}-{picture.name}")
+    config = _config(tmp_path, data)
+    first = fit(config)
+    assert first.status == "completed", first.error
+    puts = {}
+    real = store_module.FrozenStore.put
+
+    def put(self, key, output):
+        puts[key] = (self, output.clone())
+        return real(self, key, output)
+
+    monkeypatch.setattr(store_module.FrozenStore, "put", put)
+    labels = read_labels(tmp_path / "p-labels.csv")
+    for p in pool:
+        labels.set(p, Path(p).parent.name)
+    done = retrain(config, labels, start_run=first.run_dir)
+    assert done.result.status == "completed", done.result.error
+    assert done.refit is not None and done.refit.computed == len(pool)
+    bundle = load_run_model(done.result.run_dir, "cpu")
+    import engine.results.stored
+
+    # From the pictures themselves, not from the outputs the store holds (engine.results.stored).
+    monkeypatch.setattr(engine.results.stored, "read_back", lambda *a, **k: None)
+    # The new pictures' outputs, against the finished model's features of the same pictures (its head's input).
+    _, features, errors = infer_outputs(bundle, pool, features=True, use_cache=False)
+    assert features is not None and not any(errors)
+    store = next(iter(puts.values()))[0]
+    stored = np.stack([puts[store.key("eval", picture_key(p))][1].float().numpy() for p in pool])
+    np.testing.assert_allclose(stored, features, rtol=1e-3, atol=1e-4)
+    # The temperature, against one fitted on the validation pictures' logits computed from the pictures.
+    run = Path(done.result.run_dir)
+    val = [s for s in json.loads((run / "dataset.json").read_text())["samples"] if s["split"] == "val"]
+    logits, _, errors = infer_outputs(bundle, [s["path"] for s in val], use_cache=False)
+    assert not any(errors)
+    truth = torch.as_tensor([s["label"] for s in val])
+    from_pictures = calibrate(torch.from_numpy(logits), truth)
+    assert from_pictures.fitted and from_pictures.temperature != pytest.approx(1.0, abs=1e-3)
+    from_pictures = from_pictures.temperature
+    assert json.loads((run / "model.json").read_text())["temperature"] == pytest.approx(from_pictures, rel=1e-3)
