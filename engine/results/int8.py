@@ -55,6 +55,7 @@ class Int8ExportResult:
     float_ops: dict  # operator type -> how many stayed in float
     quantized_ops: int
     sentence: str  # what stayed in float, in words ("" when everything quantised)
+    task_accuracy: dict | None = None  # several tasks: {task: {"fp32", "int8", "pictures"}}; the above their mean
 
     def summary(self) -> str:
         return summary_text(self.path, _check_of(self))
@@ -74,6 +75,7 @@ def _check_of(r: Int8ExportResult) -> dict:
             "bytes_fp32": r.bytes_fp32, "bytes_int8": r.bytes_int8,
             "size_ratio": round(r.bytes_int8 / max(r.bytes_fp32, 1), 3), "float_operators": r.float_ops,
             "quantized_operators": r.quantized_ops, "note": r.sentence,
+            **({"task_accuracy": r.task_accuracy} if r.task_accuracy else {}),
             "method": "ONNX Runtime static quantisation, QDQ, int8 weights per channel, float biases (made 32-bit "
                       "integers when the file is loaded), uint8 activations calibrated (99.999th percentile) on "
                       f"{CALIBRATION_PICTURES} training pictures at most",
@@ -123,6 +125,10 @@ def card_lines(c: dict) -> list[str]:
              f"({c['speedup']:.2f}x; {c.get('latency_measured', 'on the exporting computer')}; other computers "
              "differ, most of all those without 8-bit vector instructions).",
              f"- Size: {_mb(c['bytes_int8'])} against {_mb(c['bytes_fp32'])} ({c['size_ratio']:.2f}x)."]
+    if c.get("task_accuracy"):  # several tasks: each one's, over its labelled pictures (the line above: their mean)
+        lines.insert(5, "- Accuracy per task (the line above is their mean): " + "; ".join(
+            f"{task} {100 * a['int8']:.1f} % against {100 * a['fp32']:.1f} % in fp32 on {a['pictures']} pictures"
+            for task, a in c["task_accuracy"].items()) + ".")
     if c.get("note"):
         lines.append(f"- {c['note']}")
     return lines
@@ -168,7 +174,8 @@ def _session(path: Path):
 
 def _run(session, pictures: np.ndarray, batch: int = 32) -> np.ndarray:
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: pictures[i:i + batch]})[0]
+    # (every output side by side: a multi-task file has one per task)
+    return np.concatenate([np.concatenate(session.run(None, {name: pictures[i:i + batch]}), axis=1)
                            for i in range(0, len(pictures), batch)]) if len(pictures) else np.zeros((0, 0))
 
 
@@ -233,8 +240,16 @@ def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLi
     chosen = _spread(val, VALIDATION_PICTURES)
     val_pictures, kept = _pictures(bundle, [s["path"] for s in chosen], stop)
     labels = np.asarray([int(chosen[i]["label"]) for i in kept])
-    acc32 = acc8 = None
-    if len(kept):
+    acc32 = acc8 = per_task = None
+    from engine.results.multitask import TaskOutputs, bundle_temperatures, tasks_of_bundle
+    from engine.train.multitask import task_accuracies
+
+    tasks = tasks_of_bundle(bundle)  # several tasks: each measured on its own outputs, its labelled pictures
+    if len(kept) and tasks:
+        per_task = task_accuracies({"fp32": _run(fp32_session, val_pictures),
+                                    "int8": _run(int8_session, val_pictures)}, labels.tolist(), tasks)
+        acc32, acc8 = (float(np.mean([a[k] for a in per_task.values()])) for k in ("fp32", "int8"))
+    elif len(kept):
         acc32 = float(np.mean(_run(fp32_session, val_pictures).argmax(1) == labels))
         int8_logits = _run(int8_session, val_pictures)
         acc8 = float(np.mean(int8_logits.argmax(1) == labels))
@@ -242,7 +257,8 @@ def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLi
     check = (val_pictures[_spread(list(range(len(kept))), pictures)] if len(kept) else
              np.random.default_rng(0).standard_normal((pictures, *bundle.data_config["input_size"])).astype(np.float32))
     with torch.inference_mode():
-        reference = (bundle.model(torch.from_numpy(check)).float() / bundle.temperature).numpy()
+        reference = (torch.cat(TaskOutputs(bundle.model, tasks, bundle_temperatures(bundle))(torch.from_numpy(
+            check)), 1) if tasks else bundle.model(torch.from_numpy(check)).float() / bundle.temperature).numpy()
     logits_diff, probs_diff = _differences(reference, _run(int8_session, check))
     step(6)
     one = (val_pictures[:1] if len(kept) else calibration[:1]).copy()
@@ -250,7 +266,7 @@ def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLi
     return Int8ExportResult(
         "onnx-int8", str(int8_path), str(int8_path.parent), (), len(kept), logits_diff, probs_diff, acc32, acc8,
         latency["fp32"], latency["int8"], fp32_path.stat().st_size, int8_path.stat().st_size, floats,
-        quantized, float_sentence(floats, quantized))
+        quantized, float_sentence(floats, quantized), per_task)
 
 
 def check_of(result: Int8ExportResult) -> dict:

@@ -310,10 +310,13 @@ def _end_epoch(s: Session, live: Live, began: float, train: tuple[float, float],
     improved = state.best_acc is None or val_acc > state.best_acc or (
         val_acc == state.best_acc and val_loss < state.best_loss)
     best = (val_acc, val_loss, epoch) if improved else state.best
+    task_best, model_is_best, extra = getattr(s.criterion, "task_best", None), improved, {}
+    if task_best is not None:  # several tasks: their figures, and a best epoch per task (engine.train.task_fit)
+        improved, best, extra, model_is_best = task_best.end_epoch(epoch, s.criterion.take_tally(), improved, best)
     seconds = time.monotonic() - began
     lr = head_lr(live.optimizer)
     record = {"epoch": epoch, "phase": phase.name, "train_loss": train_loss, "train_acc": train_acc,
-              "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 3)}
+              "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 3), **extra}
     since_best = 0 if improved else live.since_best + 1
     patience = s.train.early_stopping
     early = bool(patience) and since_best >= patience and epoch < s.total_epochs
@@ -322,13 +325,13 @@ def _end_epoch(s: Session, live: Live, began: float, train: tuple[float, float],
     # files written after it, a resumed run rewrites them from the checkpoint.
     s.checkpoints.save(Mark(completed=epoch, step=0, partial=NO_PARTIAL, records=state.records + [record], best=best,
                             since_best=since_best, phase_epochs=live.epochs_done + 1, phase_done=phase_done,
-                            best_is_model=improved))
+                            best_is_model=model_is_best))
     live.epochs_done += 1
     live.since_best = since_best
     state.records.append(record)
     folder = s.checkpoints.folder
     if improved:
-        folder.save_best(s.model)
+        folder.save_best(s.model) if task_best is None else task_best.save_best(folder, s.model)
     state.best_acc, state.best_loss, state.best_epoch = best
     folder.append_metrics(record)
     state.epochs_completed = epoch

@@ -106,6 +106,12 @@ def code_names(tasks: Sequence[Task]) -> list[str]:
             for row in labels]
 
 
+def task_words(tasks: Sequence[Task]) -> str:
+    """'2 tasks: species (4 classes), stage (4 classes)': what the log says of a multi-task run's labels (its
+    dataset's ``classes`` are the combinations of labels, not classes a picture is sorted into)."""
+    return f"{len(tasks)} tasks: " + ", ".join(f"{t.name} ({len(t.classes)} classes)" for t in tasks)
+
+
 def tasks_to_json(tasks: Sequence[Task]) -> list[dict]:
     return [{"name": t.name, "classes": list(t.classes)} for t in tasks]
 
@@ -424,6 +430,8 @@ class MultiTaskLoss(nn.Module):
         self.smoothing = label_smoothing
         self.head = [head]  # a list: the head's parameters belong to the model, not to the loss
         self.slices = slices(tasks)
+        self.tally: list[list] | None = None  # the validation pass's sums per task (``evaluate_sums``)
+        self.task_best = None  # the run's best epoch per task (engine.train.task_fit.TaskBest; set by the trainer)
 
     def task_losses(self, logits: torch.Tensor, codes: torch.Tensor, smoothing: float | None = None,
                     reduction: str = "mean") -> list[torch.Tensor | None]:
@@ -466,13 +474,26 @@ class MultiTaskLoss(nn.Module):
         """(summed validation loss without smoothing, correct as in ``correct``): the loss is each picture's
         weighted sum of its labelled tasks' cross-entropies."""
         labels = decode(codes, self.tasks).to(logits.device)
+        if self.tally is None:
+            self.tally = [[0.0, 0, 0] for _ in self.tasks]
         total = 0.0
         for t, sl in enumerate(self.slices):
             mask = labels[:, t] != MISSING
             if bool(mask.any()):
                 weight = self.weights[t] if self.head[0] is None or self.head[0].log_vars is None else 1.0
-                total += weight * F.cross_entropy(logits[mask, sl].float(), labels[mask, t], reduction="sum").item()
+                task_loss = F.cross_entropy(logits[mask, sl].float(), labels[mask, t], reduction="sum").item()
+                total += weight * task_loss
+                sums = self.tally[t]  # each task's own figures, as its single-task run would measure them
+                sums[0] += task_loss
+                sums[1] += int((logits[mask, sl].argmax(1) == labels[mask, t]).sum().item())
+                sums[2] += int(mask.sum().item())
         return total, self.correct(logits, codes)
+
+    def take_tally(self) -> dict[str, tuple[float, float, int]]:
+        """The last validation pass's figures per task, {task: (accuracy, mean loss, labelled pictures)}, over the
+        pictures labelled for it (a task with none is left out); the sums start again for the next pass."""
+        tally, self.tally = self.tally or [], None
+        return {task.name: (right / n, loss / n, n) for task, (loss, right, n) in zip(self.tasks, tally) if n}
 
 
 def weights_for(tasks: Sequence[Task], given: dict[str, float]) -> list[float]:
@@ -581,6 +602,26 @@ def with_cli_options(config, *, tasks: str | None = None, task_weights: str | No
     if extra:
         lora = dataclasses.replace(lora, **extra)
     return dataclasses.replace(config, data=data, train=train, lora=lora)
+
+
+# -- per-task accuracy of outputs -----------------------------------------------------------------------------
+
+
+def task_accuracies(outputs: dict[str, Any], codes: Sequence[int], tasks: Sequence[Task]) -> dict[str, dict]:
+    """Each task's accuracy over the pictures labelled for it, for several versions of a model's output (``outputs``:
+    {version: array (pictures, every task's columns side by side)}; ``codes``: the pictures' labels):
+    {task: {version: accuracy, "pictures": n}} (engine.results.int8 compares fp32 and int8 with it)."""
+    labels = decode(torch.as_tensor(list(codes), dtype=torch.long), tasks)
+    out: dict[str, dict] = {}
+    for t, (task, sl) in enumerate(zip(tasks, slices(tasks))):
+        mine = labels[:, t] != MISSING
+        if not bool(mine.any()):
+            continue
+        out[task.name] = {"pictures": int(mine.sum())}
+        for version, values in outputs.items():
+            guess = torch.as_tensor(values)[:, sl].argmax(1)
+            out[task.name][version] = float((guess[mine] == labels[mine, t]).float().mean())
+    return out
 
 
 # -- calibration ----------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ calibration's imports reach, so these could not live there without a cycle.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
+import torch
 import torch.nn as nn
 
 from engine.train.multitask import MISSING, MultiTaskHead, Task, decode, slices
@@ -78,6 +80,9 @@ def calibrate_tasks(session, val_loader, folder, tasks: Sequence[Task], log) -> 
     from engine.train.calibrate import calibrate, collect_logits
     from engine.train.lora import load_plain_state
 
+    tracker = getattr(session.criterion, "task_best", None)  # each task's best epoch (TaskBest)
+    if tracker is not None and tracker.sentence():
+        log(tracker.sentence())
     best = folder.path / runs.BEST
     if not best.is_file():
         return None
@@ -105,3 +110,119 @@ def calibrate_tasks(session, val_loader, folder, tasks: Sequence[Task], log) -> 
     folder.write("the model's description", write_model_json)
     folder.summary_extra["task_calibration"] = {name: r.to_dict() for name, r in results.items()}
     return results
+
+
+class TaskBest:
+    """A multi-task run's best epoch, task by task (the loop asks it at the end of every epoch; engine.train.loop).
+
+    Every multi-task epoch's record gets each task's validation accuracy and loss over the pictures labelled for it
+    (``tasks`` in metrics.jsonl), and the summary each task's best (``task_best``).
+
+    When every phase trains the heads alone (the backbone frozen: feature extraction), the heads are independent of
+    each other: each reads the same frozen outputs, and its loss and gradients touch its own weights only. Then each
+    task keeps its own best epoch, by the rule a single-task run keeps its best epoch (validation accuracy, then
+    loss), and ``best.safetensors`` combines them: each head's weights from its task's best epoch, the frozen layers
+    as they are. The run's best accuracy is then the mean of its tasks' best accuracies, its best epoch the latest of
+    theirs. Where the backbone trains, a head from one epoch does not fit the backbone of another: the run keeps one
+    best epoch for all tasks (the loop's own rule on its mean accuracy), and ``task_best`` gives each task's figures
+    at that epoch.
+
+    Resuming: the tasks' bests are read back from the records (which the checkpoint holds) and their heads' weights
+    from ``best.safetensors``."""
+
+    def __init__(self, tasks: Sequence[Task], phases, model: nn.Module, records: Sequence[dict], folder):
+        from engine.models.layers import HEAD
+
+        self.tasks = list(tasks)
+        self.per_task = bool(phases) and all(set(p.stages) == {HEAD} for p in phases)
+        self.head_name, self.head = next(((n, m) for n, m in model.named_modules() if isinstance(m, MultiTaskHead)),
+                                         ("", None))
+        if self.head is None:
+            self.per_task = False
+        self.best: dict[str, tuple[float, float, int]] = {}  # task: (accuracy, loss, epoch) of its best epoch
+        self.weights: dict[str, dict[str, torch.Tensor]] = {}  # task: its head's weights at its best epoch
+        self.folder = folder
+        shared_best = None
+        for record in records:  # a resumed run: the bests so far, from the records
+            figures = {n: (v["val_acc"], v["val_loss"], 0) for n, v in (record.get("tasks") or {}).items()}
+            if self.per_task:
+                for name in self._better(figures):
+                    self.best[name] = (figures[name][0], figures[name][1], int(record["epoch"]))
+            elif figures and (shared_best is None or (record["val_acc"], -record["val_loss"]) > shared_best):
+                shared_best = (record["val_acc"], -record["val_loss"])
+                self.best = {n: (a, loss, int(record["epoch"])) for n, (a, loss, _) in figures.items()}
+        best_file = Path(folder.path) / "best.safetensors" if folder.path is not None else None
+        if self.per_task and self.best and best_file is not None and best_file.is_file():
+            from safetensors.torch import load_file
+
+            saved = load_file(str(best_file))
+            for name in self.best:
+                linear = self._linear(name)
+                prefix = f"{self.head_name}.{self.head.keys[self.head.task_names.index(name)]}."
+                self.weights[name] = {k: saved[prefix + k].clone() for k in linear.state_dict()}
+        self._write_summary()
+
+    def _linear(self, name: str) -> nn.Module:
+        return getattr(self.head, self.head.keys[self.head.task_names.index(name)])
+
+    def _better(self, figures: dict) -> list[str]:
+        """The tasks whose figures beat their best so far (accuracy, then loss: a single-task run's rule)."""
+        out = []
+        for name, (acc, loss, _) in figures.items():
+            old = self.best.get(name)
+            if old is None or acc > old[0] or (acc == old[0] and loss < old[1]):
+                out.append(name)
+        return out
+
+    def end_epoch(self, epoch: int, figures: dict, improved: bool, best: tuple) -> tuple[bool, tuple, dict, bool]:
+        """The epoch's verdict: (whether the best weights change, the run's (accuracy, loss, epoch) best, what the
+        epoch's record adds, whether the model's weights now are the best weights). ``figures``: the criterion's
+        ``take_tally()``; ``improved`` and ``best``: the loop's own verdict on the mean accuracy."""
+        record = {"tasks": {n: {"val_acc": a, "val_loss": loss} for n, (a, loss, _) in figures.items()}}
+        if not self.per_task:
+            if improved:
+                self.best = {n: (a, loss, epoch) for n, (a, loss, _) in figures.items()}
+                self._write_summary()
+            return improved, best, record, improved
+        better = self._better(figures)
+        for name in better:
+            self.best[name] = (figures[name][0], figures[name][1], epoch)
+            self.weights[name] = {k: v.detach().clone() for k, v in self._linear(name).state_dict().items()}
+        if better:
+            self._write_summary()
+        values = list(self.best.values())
+        run_best = (sum(v[0] for v in values) / len(values), sum(v[1] for v in values) / len(values),
+                    max(v[2] for v in values)) if values else best
+        return bool(better), run_best, record, all(v[2] == epoch for v in values)
+
+    def save_best(self, folder, model: nn.Module) -> None:
+        """best.safetensors: the model with each task's head from its own best epoch (per task), else as it is."""
+        if not self.per_task:
+            folder.save_best(model)
+            return
+        now = {name: {k: v.detach().clone() for k, v in self._linear(name).state_dict().items()}
+               for name in self.weights}
+        try:
+            with torch.no_grad():
+                for name, weights in self.weights.items():
+                    self._linear(name).load_state_dict(weights)
+            folder.save_best(model)
+        finally:
+            with torch.no_grad():
+                for name, weights in now.items():
+                    self._linear(name).load_state_dict(weights)
+
+    def _write_summary(self) -> None:
+        self.folder.summary_extra["task_best"] = {
+            name: {"epoch": e, "val_acc": a, "val_loss": loss} for name, (a, loss, e) in self.best.items()}
+        self.folder.summary_extra["best_epoch_per_task"] = self.per_task
+
+    def sentence(self) -> str | None:
+        """What the log says at the end: each task's best epoch."""
+        if not self.best:
+            return None
+        each = ", ".join(f"'{n}' epoch {e} ({a:.1%})" for n, (a, _, e) in self.best.items())
+        if self.per_task:
+            return (f"Only the heads trained, so each task keeps its own best epoch (its head's weights from it): "
+                    f"{each}.")
+        return f"The layers the tasks share trained, so the run keeps one best epoch for all tasks: {each}."

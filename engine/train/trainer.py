@@ -176,8 +176,11 @@ class Trainer:
                              resumed=resumed, epochs_done=self.state.epochs_completed))
         if resumed:
             self._log(f"Resuming the run in {self.folder.path} from its checkpoint {self.state.saved_where}.")
+        from engine.train.multitask import task_words  # several tasks: each with its classes
+
         self._log(f"{len(train_samples)} training and {len(val_samples)} validation pictures, "
-                  f"{len(dataset.classes)} classes; training on {runtime.description}.")
+                  f"{task_words(self.tasks) if self.tasks else f'{len(dataset.classes)} classes'}; training on "
+                  f"{runtime.description}.")
         session, data = self._session(config, runtime, built, tree, dataset)
         try:
             self._train_phases(session, built, data)
@@ -271,6 +274,9 @@ class Trainer:
                 raise ConfigError("Distillation teaches one task; this run has several: choose one task (--tasks) "
                                   "to distil, or train without a teacher.")
             criterion = criterion_for(model, self.tasks, t)
+            from engine.train.task_fit import TaskBest  # each task's figures, and its own best epoch where it can
+
+            criterion.task_best = TaskBest(self.tasks, self.phases, model, self.state.records, self.folder)
         if config.distill.teacher:  # knowledge distillation: the teacher's soft targets with the labels
             from engine.train.distillation import distillation
 

@@ -46,8 +46,10 @@ class ClassCountChart(QWidget):
         self.classes: list[str] = []
         self.bars: dict[str, pg.BarGraphItem] = {}
 
-    def set_counts(self, classes: list[str], counts: dict[str, dict[str, int]]) -> None:
-        """``counts[split][class]`` as given by ``DatasetIndex.counts()``."""
+    def set_counts(self, classes: list[str], counts: dict[str, dict[str, int]],
+                   pictures: dict[str, int] | None = None) -> None:
+        """``counts[split][class]`` as given by ``DatasetIndex.counts()``; ``pictures[split]``, the legend's totals
+        when a picture is in several bars (one per task: gui.widgets.task_counts), else the bars' sums."""
         self.classes, self.counts = list(classes), counts
         self.plot.clear()
         self.bars = {}
@@ -76,7 +78,7 @@ class ClassCountChart(QWidget):
         self.plot.setYRange(-0.6, n - 0.4, padding=0)
         self.legend.setText("   ".join(
             f'<span style="color:{SPLIT_COLOURS[s]}">&#9632;</span> {SPLIT_LABELS[s]} '
-            f'({sum(counts[s].values()):,})' for s in used))
+            f'({(pictures or {}).get(s, sum(counts[s].values())):,})' for s in used))
 
     def totals(self) -> dict[str, int]:
         """Pictures per class over every split (what the bars show)."""
