@@ -435,18 +435,36 @@ def _int8_kept(s: Session, val_fp32: torch.Tensor, val_int8: torch.Tensor, val_l
     """Whether the training pictures' int8 outputs are kept: a linear probe fitted on them must classify the
     validation pictures from their int8 outputs within INT8_TOLERANCE of its accuracy from their full-precision ones
     (the outputs training is validated on). Says which precision was used, and the measurement."""
-    full, int8 = probe_accuracies(train_int8.cpu(), train_labels, [val_fp32.cpu(), val_int8.cpu()], val_labels)
-    kept = full - int8 <= INT8_TOLERANCE
-    measured = (f"a linear probe fitted on the training pictures' int8 outputs classifies the {len(val_labels)} "
-                f"validation pictures at {100 * int8:.1f} % from their int8 outputs and {100 * full:.1f} % from "
-                f"their full-precision ones ({100 * (int8 - full):+.1f} points")
+    tasks = getattr(s.criterion, "tasks", None)
+    if tasks:  # several tasks: each task's own probe, on the pictures labelled for it (not the label combinations)
+        from engine.train.multitask import decode
+
+        train_y, val_y = decode(train_labels.cpu(), tasks), decode(val_labels.cpu(), tasks)
+        parts, kept = [], True
+        for j, task in enumerate(tasks):
+            tm, vm = train_y[:, j] >= 0, val_y[:, j] >= 0
+            if int(vm.sum()) == 0 or train_y[tm, j].unique().numel() < 2:
+                continue
+            full, int8 = probe_accuracies(train_int8.cpu()[tm], train_y[tm, j],
+                                          [val_fp32.cpu()[vm], val_int8.cpu()[vm]], val_y[vm, j])
+            kept = kept and full - int8 <= INT8_TOLERANCE
+            parts.append(f"{task.name} {100 * int8:.1f} % from their int8 outputs and {100 * full:.1f} % from their "
+                         f"full-precision ones ({100 * (int8 - full):+.1f} points)")
+        measured = ("a linear probe per task, fitted on the training pictures' int8 outputs, classifies the "
+                    f"validation pictures: {'; '.join(parts)}")
+    else:
+        full, int8 = probe_accuracies(train_int8.cpu(), train_labels, [val_fp32.cpu(), val_int8.cpu()], val_labels)
+        kept = full - int8 <= INT8_TOLERANCE
+        measured = (f"a linear probe fitted on the training pictures' int8 outputs classifies the {len(val_labels)} "
+                    f"validation pictures at {100 * int8:.1f} % from their int8 outputs and {100 * full:.1f} % from "
+                    f"their full-precision ones ({100 * (int8 - full):+.1f} points)")
     if kept:
         s.log(f"The frozen layers ran in int8 for the training pictures (ONNX Runtime's static quantisation, "
-              f"calibrated on {INT8_CALIBRATION} of them): {measured}, within the half point allowed), so the int8 "
+              f"calibrated on {INT8_CALIBRATION} of them): {measured}, within the half point allowed, so the int8 "
               "outputs are kept; the validation pictures' outputs are in full precision.")
     else:
         s.log(f"The frozen layers' int8 outputs lose accuracy on these pictures: {measured}, more than the half "
-              "point allowed), so the training pictures' outputs are computed again in full precision (fp32).")
+              "point allowed, so the training pictures' outputs are computed again in full precision (fp32).")
     return kept
 
 

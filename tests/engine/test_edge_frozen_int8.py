@@ -87,3 +87,35 @@ def test_the_int8_frozen_layers_are_quantised_once_and_read_back_by_the_next_run
     assert len(calls) == 1, "the second run quantised again"
     assert "quantised in an earlier run with the same layers and pictures: read back" in second
     assert "the training pictures' in int8)" in second
+
+
+def test_with_several_tasks_each_task_is_probed_on_its_own_labels():
+    """A multi-task run's check probes each task on the pictures labelled for it (the label combinations of two
+    tasks, some pictures without a label, are no class of their own), and keeps int8 only when every task holds."""
+    from types import SimpleNamespace
+
+    from engine.train.multitask import MISSING, Task, encode
+
+    tasks = [Task("shape", ("round", "square")), Task("size", ("small", "large"))]
+    generator = torch.Generator().manual_seed(1)
+    n = 80
+    shape, size = torch.arange(n) % 2, (torch.arange(n) // 2) % 2
+    size_known = torch.arange(n) % 5 != 0  # every fifth picture has no size label
+
+    def outputs():
+        x = torch.randn(n, 8, generator=generator)
+        x[:, 0] += 6 * shape
+        x[:, 1] += 6 * size
+        return x
+
+    codes = torch.tensor([encode([int(a), int(b) if k else MISSING], tasks)
+                          for a, b, k in zip(shape, size, size_known)])
+    logs: list[str] = []
+    session = SimpleNamespace(criterion=SimpleNamespace(tasks=tasks), log=lambda message, *a: logs.append(message))
+    train, val = outputs(), outputs()
+    assert prefix._int8_kept(session, val, val.clone(), codes, train, codes)  # noqa: SLF001
+    assert "; size " in logs[-1] and logs[-1].count("(+0.0 points)") == 2
+    spoiled = val.clone()
+    spoiled[:, 1] = torch.randn(n, generator=generator) * 20  # int8 lost what tells the sizes apart
+    assert not prefix._int8_kept(session, val, spoiled, codes, train, codes)  # noqa: SLF001
+    assert "computed again in full precision" in logs[-1] and logs[-1].count("(+0.0 points)") == 1  # shape held
