@@ -11,7 +11,10 @@ hard term's whatever the temperature, as in the paper). Unlabelled pictures have
 The teacher's outputs are computed once per picture before training (on the evaluation transform, by the same fast
 inference path as prediction) and looked up per batch: the training dataset's targets are rows of (class, picture,
 labelled), and ``DistillationLoss`` -- handed to the training loop through its usual criterion slot -- reads the
-picture's soft target from them. Everything else is an ordinary run: ``engine.train.trainer.fit`` with a
+picture's soft target from them. When the teacher and the student prepare pictures alike, the teacher also answers
+on each training step's own augmented pictures (consistent teaching, Beyer et al. 2022), and those answers are used
+instead. Before a new run's first step, the student's BatchNorm statistics are measured again on the training
+pictures (engine.train.distillation.recalibrate_batchnorm), as its log says. Everything else is an ordinary run: ``engine.train.trainer.fit`` with a
 ``[distill]`` section in its config, so the run folder is a normal one (evaluate, predict, export and resume work),
 with ``distill.json`` beside it: the teacher-vs-student table (accuracy, parameters, file size, CPU latency).
 """

@@ -10,6 +10,16 @@ hands out, with each picture, a target row (class, picture, labelled) instead of
 
 (Hinton, Vinyals and Dean, 2015; the T^2 keeps the soft term's gradients at the scale of the hard term's). Unlabelled
 pictures have only the soft term. A resumed run computes the teacher's outputs again (the same, in eval mode).
+
+Consistent teaching (Beyer et al., 2022, "Knowledge distillation: a good teacher is patient and consistent"): when
+the teacher and the student see pictures the same way (input size, mean and standard deviation), the teacher also
+answers each training step on the very augmented view the student sees (``OnlineTeacher``, a forward pre-hook on the
+student), so that the student matches the teacher's function on every crop and flip, not only on the one centred
+view; the outputs computed once before training remain the fallback (and give the unlabelled pictures' guesses).
+
+Before a new run's first step, the student's BatchNorm statistics are measured again on the training pictures
+(``recalibrate_batchnorm``): a student whose weights were cut from a wider network, or trained on other pictures,
+carries running means and variances that do not describe what its layers now compute, and evaluation uses them.
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ from engine.errors import UserError
 from engine.events import Log, Preparing
 from engine.project import runs
 
-__all__ = ["ASKING", "DistillationLoss", "distillation", "teacher_folder", "teacher_log_probs"]
+__all__ = ["ASKING", "DistillationLoss", "OnlineTeacher", "distillation", "recalibrate_batchnorm", "teacher_folder",
+           "teacher_log_probs"]
 
 ASKING = "asking the teacher"  # Preparing.what while the teacher's soft targets are computed
 
@@ -42,12 +53,13 @@ class DistillationLoss(nn.Module):
     picture, labelled), or plain class labels (then the loss is the cross-entropy alone)."""
 
     def __init__(self, teacher_log_probs: torch.Tensor, temperature: float, soft_weight: float,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, online: "OnlineTeacher | None" = None):
         super().__init__()
         self.register_buffer("teacher", teacher_log_probs.float(), persistent=False)
         self.temperature = float(temperature)
         self.soft_weight = float(soft_weight)
         self.label_smoothing = float(label_smoothing)
+        self.online = online  # the teacher's answer on the step's own pictures (consistent teaching), when given
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.dim() == 1:
@@ -64,8 +76,11 @@ class DistillationLoss(nn.Module):
                                        reduction="sum") / mask.sum().clamp(min=1)
             loss = loss + (1 - w) * hard
         if w > 0:
+            answered = self.online.take(logits.shape[0]) if self.online is not None else None
+            if answered is None:  # the outputs computed once, on the picture's centred view
+                answered = self.teacher[picture.to(self.teacher.device)]
             # log p / T, normalised again, is log softmax(teacher logits / T): the log-probabilities suffice.
-            teacher = (self.teacher[picture.to(self.teacher.device)].to(logits.device) / t).log_softmax(1)
+            teacher = (answered.to(logits.device) / t).log_softmax(1)
             student = (logits / t).log_softmax(1)
             loss = loss + w * t * t * F.kl_div(student, teacher, log_target=True, reduction="batchmean")
         return loss
@@ -141,23 +156,32 @@ def _teacher(folder: Path, device: torch.device):
     return built.model.eval().to(device), classes, data_config
 
 
-def teacher_log_probs(folder: Path, paths: list[str], device: torch.device, workers: int, emit: Callable,
-                      stop: threading.Event) -> torch.Tensor:
-    """The teacher's log-probabilities (temperature 1) for each picture, computed once, on its own preprocessing
-    (the evaluation transform); NaN rows for pictures that cannot be read. On a CPU through the frozen pass's ONNX
-    Runtime path (engine.train.fastpath.fast_inference), checked against the model."""
-    from engine.data.cache import ImageCache
-    from engine.data.loaders import BatchNormalize, ImageDataset, build_transforms, decode_size, make_loader
+def _teacher_runner(folder: Path, device: torch.device, pictures: int):
+    """The teacher as a callable on normalised batches (eval mode, no gradients), and its preprocessing. On a CPU,
+    for 64 pictures or more, through the frozen pass's ONNX Runtime path (engine.train.fastpath.fast_inference),
+    checked against the model."""
     from engine.train.fastpath import PROBE_BATCH, fast_inference
-    from engine.train.loop import Stopped
 
     model, _, data_config = _teacher(folder, device)
-    if device.type == "cpu" and len(paths) >= 64:
+    if device.type == "cpu" and pictures >= 64:
         example = torch.randn(PROBE_BATCH, *data_config["input_size"], generator=torch.Generator().manual_seed(0))
         try:
             model, _ = fast_inference(model, example)
         except Exception:  # any export problem: the model itself
             pass
+    return model, data_config
+
+
+def teacher_log_probs(folder: Path, paths: list[str], device: torch.device, workers: int, emit: Callable,
+                      stop: threading.Event, runner=None) -> torch.Tensor:
+    """The teacher's log-probabilities (temperature 1) for each picture, computed once, on its own preprocessing
+    (the evaluation transform); NaN rows for pictures that cannot be read. ``runner``: the teacher and its
+    preprocessing from _teacher_runner (made here when not given)."""
+    from engine.data.cache import ImageCache
+    from engine.data.loaders import BatchNormalize, ImageDataset, build_transforms, decode_size, make_loader
+    from engine.train.loop import Stopped
+
+    model, data_config = runner or _teacher_runner(folder, device, len(paths))
     eval_tf = build_transforms(data_config, "none", uint8=True)[1]
     normalize = BatchNormalize(data_config["mean"], data_config["std"])
     # The label of each picture is its index: a picture that cannot be read is replaced by a neighbour, whose own
@@ -180,11 +204,75 @@ def teacher_log_probs(folder: Path, paths: list[str], device: torch.device, work
     return out
 
 
+class OnlineTeacher:
+    """Consistent teaching: a forward pre-hook on the student that, on every training forward pass (the student in
+    training mode, gradients on), asks the teacher about the same batch -- the same augmented, normalised pictures
+    -- and keeps its logits for the loss (``take``). Only when the teacher and the student preprocess alike (same
+    input size, mean and standard deviation), so that the student's batch is a valid input for the teacher."""
+
+    def __init__(self, runner: Callable):
+        self.runner = runner
+        self.latest: torch.Tensor | None = None
+        self.handle = None
+
+    def attach(self, student: nn.Module) -> "OnlineTeacher":
+        self.handle = student.register_forward_pre_hook(self._ask)
+        return self
+
+    def detach(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def _ask(self, module: nn.Module, args) -> None:
+        if not module.training or not torch.is_grad_enabled() or not args:
+            return
+        x = args[0]
+        # Plain no_grad (not inference_mode): the loss keeps these logits as the KL divergence's target for backward.
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            self.latest = self.runner(x.float().contiguous()).float()
+
+    def take(self, n: int) -> torch.Tensor | None:
+        """The teacher's logits for the batch just passed through the student (``n`` pictures), once; None when
+        there is none (then the loss uses the outputs computed before training)."""
+        latest, self.latest = self.latest, None
+        return latest if latest is not None and latest.shape[0] == n else None
+
+
+def same_preprocessing(a: dict, b: dict) -> bool:
+    return all(tuple(a[k]) == tuple(b[k]) for k in ("input_size", "mean", "std"))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, stop: threading.Event | None = None) -> int:
+    """Measure the running means and variances of every BatchNorm layer of ``model`` again, as the plain average
+    over ``batches`` (normalised input tensors, on the model's device), weights untouched; returns the number of
+    layers measured (0: none, nothing done). torch.optim.swa_utils.update_bn does the work (reset the statistics,
+    momentum None = a cumulative average, training mode for the pass, the mode restored)."""
+    from torch.optim.swa_utils import update_bn
+
+    from engine.train.loop import Stopped
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return 0
+
+    def checked():
+        for x in batches:
+            if stop is not None and stop.is_set():
+                raise Stopped()
+            yield x
+
+    update_bn(checked(), model)
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def distillation(config: RunConfig, t: TrainConfig, runtime, data_config: dict, dataset, data, emit: Callable,
-                 stop: threading.Event):
+                 stop: threading.Event, model: nn.Module | None = None, fresh: bool = False):
     """The trainer's hook for a run with a ``[distill]`` teacher: the teacher's soft targets for every training
     (and unlabelled) picture, computed once; returns the run's data with the targets the loss reads, the loss, and
-    the training settings (the frozen-outputs path is off: its stored outputs do not carry the soft targets)."""
+    the training settings (the frozen-outputs path is off: its stored outputs do not carry the soft targets).
+    With the student ``model``: its BatchNorm statistics measured again on the training pictures when the run is
+    ``fresh`` (not resumed), and consistent teaching when both preprocess alike and the soft weight is above 0."""
     from engine.data.loaders import ImageDataset
 
     d = config.distill
@@ -204,7 +292,8 @@ def distillation(config: RunConfig, t: TrainConfig, runtime, data_config: dict, 
     total = len(paths)
 
     began = time.monotonic()
-    log_probs = teacher_log_probs(folder, paths, runtime.device, data.workers, emit, stop)
+    runner = _teacher_runner(folder, runtime.device, total)
+    log_probs = teacher_log_probs(folder, paths, runtime.device, data.workers, emit, stop, runner=runner)
     unreadable = torch.isnan(log_probs).any(1)
     log_probs[unreadable] = 0.0  # unreadable pictures: never handed out (ImageDataset skips them)
     readable_pool = [i for i in range(len(train.paths), total) if not unreadable[i]]
@@ -225,4 +314,44 @@ def distillation(config: RunConfig, t: TrainConfig, runtime, data_config: dict, 
         t = dataclasses.replace(t, cache_features=False, fit_head=False)
         log("Distillation trains the normal way: every picture goes through the whole student each epoch (the "
             "stored frozen outputs and the head's direct solve know only the labels).")
-    return data, DistillationLoss(log_probs, d.temperature, d.soft_weight, t.label_smoothing), t
+    online = None
+    if model is not None:
+        if fresh:
+            _recalibrate_student(model, runtime, data_config, data, emit, stop)
+        if d.soft_weight > 0 and CONSISTENT:
+            if same_preprocessing(runner[1], data_config):
+                online = OnlineTeacher(runner[0]).attach(model)
+                log("Consistent teaching: the teacher also answers on each training step's own pictures (the same "
+                    "random crops and flips the student sees), as Beyer et al. (2022) recommend; this costs one "
+                    "teacher pass per step.")
+            else:
+                log("The teacher and the student prepare pictures differently (size or normalisation): the student "
+                    "learns from the teacher's answers on the centred pictures, computed once.")
+    return data, DistillationLoss(log_probs, d.temperature, d.soft_weight, t.label_smoothing, online), t
+
+
+CONSISTENT = True  # consistent teaching when possible (bench/bench_edge.py measures it against the fixed answers)
+
+
+def _recalibrate_student(model: nn.Module, runtime, data_config: dict, data, emit: Callable,
+                         stop: threading.Event) -> None:
+    """BatchNorm recalibration before a new run's first step, on the training pictures as evaluation sees them,
+    said in the log with how far the running means moved."""
+    from engine.data.loaders import BatchNormalize, make_loader
+    from engine.train.loop import to_device
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    before = [m.running_mean.detach().clone() for m in norms]
+    normalize = BatchNormalize(data_config["mean"], data_config["std"])
+    began = time.monotonic()
+    batches = (to_device(images, labels, runtime, normalize)[0]
+               for images, labels in make_loader(data.train_eval, 64, shuffle=False, workers=data.workers))
+    layers = recalibrate_batchnorm(model, batches, stop)
+    moved = max(float((m.running_mean - b).abs().max()) for m, b in zip(norms, before))
+    emit(Log("info", f"BatchNorm recalibration: the running statistics of the student's {layers} BatchNorm layers "
+             f"were measured again on the {len(data.train_eval)} training pictures before training "
+             f"({time.monotonic() - began:.1f} s; the largest change of a running mean was {moved:.3g}), so that "
+             "evaluation does not use statistics from another network's width or other pictures. The weights are "
+             "unchanged."))

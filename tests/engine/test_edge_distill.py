@@ -110,6 +110,8 @@ def test_a_distilled_student_is_a_complete_normal_run_with_its_table(tiny_run, p
     normal = {p.name for p in tiny_run.iterdir() if p.is_file()}
     assert normal <= {p.name for p in student.iterdir()}  # every file a normal run has
     assert "Distillation: the teacher" in rec.logs() and "6 unlabelled pictures" in rec.logs()
+    # The student's BatchNorm statistics were measured on the training pictures before its first step.
+    assert "BatchNorm recalibration" in rec.logs() and "weights are unchanged" in rec.logs()
     assert "[distill]" in (student / "config.toml").read_text(encoding="utf-8")
     table = json.loads((student / TABLE).read_text(encoding="utf-8"))
     assert table == done.table
@@ -137,6 +139,8 @@ def test_a_stopped_distillation_resumes_as_a_distillation(tiny_run, tmp_path):
     assert result.status == "completed", result.error
     assert result.epochs_completed == 2
     assert "Distillation: the teacher" in second.logs()  # the teacher's soft targets again, not the labels alone
+    assert "BatchNorm recalibration" in first.logs()
+    assert "BatchNorm recalibration" not in second.logs()  # a resumed run keeps the statistics it trained with
 
 
 def test_a_resumed_distillation_writes_its_table_again(tiny_run, tmp_path, capsys, monkeypatch):
