@@ -156,3 +156,9 @@ def test_a_short_runs_epoch_axis_has_whole_numbers(qtbot, tmp_path):
     for plot in (history.acc_plot, history.loss_plot):
         ticks = [v for _, values in plot.getAxis("bottom").tickValues(1, 3, 300) for v in values]
         assert ticks and all(float(v).is_integer() for v in ticks)
+    (tmp_path / "runs" / "run-1" / runs.METRICS).write_text("".join(
+        json.dumps({"epoch": e, "val_acc": 0.8, "val_loss": 0.5}) + "\n" for e in range(1, 13)))
+    history.refresh()
+    history.table.selectRow(0)
+    major = history.loss_plot.getAxis("bottom").tickValues(1, 12, 150)[0][1]
+    assert major == [2, 4, 6, 8, 10, 12]  # twelve epochs in a narrow plot: every other one numbered

@@ -202,9 +202,11 @@ class RunHistory(QWidget):
             self.legend.addItem(curve, label)
             self.loss_plot.plot(epochs, [r["val_loss"] for r in records], pen=pen, symbol="o", symbolSize=5,
                                 symbolBrush=RUN_COLOURS[n])
-        for plot in (self.acc_plot, self.loss_plot):  # epochs are whole: no 1.5 or 2.5 on a short run's axis
+        # Epochs are whole: no 1.5 or 2.5 on a short run's axis, and few enough numbers to read in a narrow plot.
+        step = 1 if last <= 6 else 2 if last <= 12 else 5
+        for plot in (self.acc_plot, self.loss_plot):
             axis = plot.getAxis("bottom")
-            axis.setTickSpacing(1, 1) if 0 < last <= 12 else axis.setTickSpacing()
+            axis.setTickSpacing(step, 1) if 0 < last <= 30 else axis.setTickSpacing()
         # pyqtgraph moves a legend to (0, 0) when its lines change: back into its place now, not at the next paint.
         self.legend.updateGeometry()
         self.compare.ci.layout.activate()
