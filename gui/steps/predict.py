@@ -328,11 +328,12 @@ class PredictPage(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.setAccessibleName("Predictions")
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, 250)
+        # The answers at their own width; the file name takes what is left (elided): with the true class and the
+        # unlike-the-training-pictures columns shown, a stretched "Next most likely" was squeezed to "s...".
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(TRUTH_COLUMN, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setColumnHidden(TRUTH_COLUMN, True)
         header.setSectionResizeMode(FLAG_COLUMN, QHeaderView.ResizeMode.ResizeToContents)
