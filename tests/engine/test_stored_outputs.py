@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch.nn as nn
 from PIL import Image
 
 import engine.results.predict as predict
@@ -19,6 +18,7 @@ from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.results.evaluate import evaluate_run
 from engine.shift.features import run_pass
 from engine.train.trainer import fit
+from tests.engine.test_frozen_store import Counted  # the module counting the pictures it is given
 
 MODEL = "timm:test_resnet"
 
@@ -30,16 +30,6 @@ def config_for(data, out, strategy="feature-extraction", augment="none") -> RunC
                         label_smoothing=0.0)
     return RunConfig(data=DataConfig(source=str(data), val_fraction=0.25), model=ModelConfig(MODEL, "none"),
                      strategy=strategy, epochs=1, lr=0.01, train=train, out=str(out))
-
-
-class Counted(nn.Module):
-    def __init__(self, inner: nn.Module, counter: list[int]):
-        super().__init__()
-        self.inner, self.counter = inner, counter
-
-    def forward(self, x):
-        self.counter[0] += x.shape[0]
-        return self.inner(x)
 
 
 @pytest.fixture
