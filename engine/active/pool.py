@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.data.images import check_image, is_image_path
 from engine.data.scan import Advice, DataError, HealthReport, Problem
+from engine.words import plural as _plural
 
 __all__ = ["Pool", "scan_pool"]
 
@@ -118,7 +119,3 @@ def _verify(paths: list[str], workers: int | None, on_progress, stop) -> list[st
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return reasons
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

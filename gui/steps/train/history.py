@@ -206,7 +206,7 @@ class RunHistory(QWidget):
         step = 1 if last <= 6 else 2 if last <= 12 else 5
         for plot in (self.acc_plot, self.loss_plot):
             axis = plot.getAxis("bottom")
-            axis.setTickSpacing(step, 1) if 0 < last <= 30 else axis.setTickSpacing()
+            axis.setTickSpacing(step, 1) if last <= 30 else axis.setTickSpacing()  # none chosen: 0 and 1, not 0.2
         # pyqtgraph moves a legend to (0, 0) when its lines change: back into its place now, not at the next paint.
         self.legend.updateGeometry()
         self.compare.ci.layout.activate()
