@@ -58,14 +58,15 @@ class Int8ExportResult:
     task_accuracy: dict | None = None  # several tasks: {task: {"fp32", "int8", "pictures"}}; the above their mean
 
     def summary(self) -> str:
-        return summary_text(self.path, _check_of(self))
+        return summary_text(self.path, check_of(self))
 
     def measured(self) -> str:
         """What the int8 file costs and gains, in one plain sentence (the window shows it after an export)."""
-        return measured_sentence(_check_of(self))
+        return measured_sentence(check_of(self))
 
 
-def _check_of(r: Int8ExportResult) -> dict:
+def check_of(r: Int8ExportResult) -> dict:
+    """What model.json's ``checks["onnx-int8"]`` records of an int8 export."""
     return {"pictures": r.pictures, "max_abs_diff_logits": r.max_abs_diff_logits,
             "max_abs_diff_probs": r.max_abs_diff_probs, "accuracy_fp32": r.accuracy_fp32,
             "accuracy_int8": r.accuracy_int8,
@@ -193,15 +194,6 @@ def _latency(sessions: dict, picture: np.ndarray, rounds: int) -> dict[str, floa
     return {k: round(1000 * statistics.median(v), 3) for k, v in times.items()}
 
 
-def _differences(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """The largest absolute difference of the logits and of the class probabilities (as every export's check)."""
-    def softmax(a):
-        e = np.exp(a - a.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-
-    return (float(np.abs(reference - other).max()), float(np.abs(softmax(reference) - softmax(other)).max()))
-
-
 def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLike, *, pictures: int = 16,
                 progress: Callable[[int], None] | None = None,
                 stop: threading.Event | None = None) -> Int8ExportResult:
@@ -256,9 +248,11 @@ def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLi
     # Against PyTorch, like every format (on validation pictures; random inputs when none can be read).
     check = (val_pictures[_spread(list(range(len(kept))), pictures)] if len(kept) else
              np.random.default_rng(0).standard_normal((pictures, *bundle.data_config["input_size"])).astype(np.float32))
+    from engine.results.export import _differences  # every export's check (imported here: export imports this)
+
     with torch.inference_mode():
         reference = (torch.cat(TaskOutputs(bundle.model, tasks, bundle_temperatures(bundle))(torch.from_numpy(
-            check)), 1) if tasks else bundle.model(torch.from_numpy(check)).float() / bundle.temperature).numpy()
+            check)), 1) if tasks else bundle.model(torch.from_numpy(check)).float() / bundle.temperature)
     logits_diff, probs_diff = _differences(reference, _run(int8_session, check))
     step(6)
     one = (val_pictures[:1] if len(kept) else calibration[:1]).copy()
@@ -269,6 +263,3 @@ def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLi
         quantized, float_sentence(floats, quantized), per_task)
 
 
-def check_of(result: Int8ExportResult) -> dict:
-    """What model.json's ``checks["onnx-int8"]`` records of an int8 export."""
-    return _check_of(result)
