@@ -348,16 +348,13 @@ class MainWindow(QMainWindow):
         """The settings a run started in the Train step trains: the project's, with the pool pictures labelled in
         the Label step joined (engine.active, as `main.py train PROJECT.tsproj` and the Label step's Retrain do), and
         the sentence that says so ("" when none is labelled)."""
-        from engine.active import joined_config, labels_path_for, read_labels
+        from engine.active import with_labelled_pool
 
         project = self.project.project
         if project is None:
             return config, ""
-        labels = read_labels(labels_path_for(project))
-        if not labels.labelled():
-            return config, ""
-        joined, summary = joined_config(config, labels)
-        return joined, summary.sentence()
+        joined, summary = with_labelled_pool(project, config)
+        return joined, summary.sentence() if summary is not None else ""
 
     def _runs_busy(self) -> str:
         """Why the project's runs cannot move right now (a sentence), or ""."""

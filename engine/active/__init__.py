@@ -10,7 +10,7 @@
 """
 
 from engine.active.join import (JoinSummary, Retrained, Round, joined_config, project_config, read_rounds,
-                                record_round, retrain, run_round)
+                                record_round, retrain, run_round, with_labelled_pool)
 from engine.active.labels import NONE_OF_THESE, Labels, copy_into_class_folders, labels_path_for, read_labels
 from engine.active.mapping import pca_map
 from engine.active.pool import Pool, scan_pool
@@ -19,4 +19,5 @@ from engine.active.ranking import PoolOutputs, Suggestion, pool_outputs, select,
 __all__ = ["NONE_OF_THESE", "JoinSummary", "Labels", "Retrained", "Pool", "PoolOutputs", "Round", "Suggestion",
            "copy_into_class_folders", "joined_config", "labels_path_for", "pca_map", "pool_outputs", "project_config",
            "read_labels", "read_rounds",
-           "record_round", "retrain", "run_round", "scan_pool", "select", "suggest", "uncertainty"]
+           "record_round", "retrain", "run_round", "scan_pool", "select", "suggest", "uncertainty",
+           "with_labelled_pool"]

@@ -31,7 +31,7 @@ from engine.files import atomic_write_text
 from engine.active.labels import Labels
 
 __all__ = ["JoinSummary", "Retrained", "Round", "joined_config", "project_config", "read_rounds", "record_round",
-           "retrain", "rounds_folder"]
+           "retrain", "rounds_folder", "with_labelled_pool"]
 
 ROUNDS = "rounds.jsonl"
 
@@ -211,13 +211,22 @@ def project_config(path: str | os.PathLike, *, data_dir=None, stop: threading.Ev
     """The settings ``python main.py train FILE`` trains: a run's config.toml as it is; a saved project's settings
     joined with its labelled pool pictures (:func:`joined_config`, as the Label step's Retrain does), or as they are
     when no pool picture is labelled yet (then the summary is None)."""
-    from engine.active.labels import labels_path_for, read_labels
     from engine.project.project import PROJECT_SUFFIX, load_run_config, open_project
 
     if Path(path).suffix.lower() != PROJECT_SUFFIX:
         return load_run_config(path, data_dir=data_dir), None
     project = open_project(path, data_dir=data_dir).project
+    return with_labelled_pool(project, project.config, stop=stop)
+
+
+def with_labelled_pool(project, config: RunConfig, *, stop: threading.Event | None = None
+                       ) -> tuple[RunConfig, JoinSummary | None]:
+    """``config`` (the project's settings, or the window's edit of them) joined with the pool pictures labelled for
+    ``project`` (:func:`joined_config`), or as it is when none is labelled yet (then the summary is None): what
+    ``train PROJECT.tsproj`` and the Train step's Start train."""
+    from engine.active.labels import labels_path_for, read_labels
+
     labels = read_labels(labels_path_for(project))
     if not labels.labelled():
-        return project.config, None
-    return joined_config(project.config, labels, stop=stop)
+        return config, None
+    return joined_config(config, labels, stop=stop)
