@@ -33,20 +33,18 @@ def with_task_heads(result, config):
 def task_words(config) -> str | None:
     """'2 tasks: species (2 classes), stage (3 classes)' when the config's data is a CSV of several tasks, else None:
     the Layers step's title counts tasks and their classes, not the combinations of labels."""
-    from engine.train.multitask import read_tasks
+    from engine.train.multitask import read_tasks, task_words as words
 
     tasks = read_tasks(config.data.source, config.data.tasks) if config is not None and config.data.source else None
-    if not tasks:
-        return None
-    return f"{len(tasks)} tasks: " + ", ".join(f"{t.name} ({len(t.classes)} classes)" for t in tasks)
+    return words(tasks) if tasks else None
 
 
 def class_words(index) -> str:
     """'16 classes', or for a dataset of several tasks '2 tasks: pattern (3 classes), tint (3 classes)': what the
     window's summaries say about a dataset (a multi-task dataset's ``classes`` are its combinations of labels)."""
-    from engine.train.multitask import MultiTaskIndex
+    from engine.train.multitask import MultiTaskIndex, task_words as words
     from gui.widgets.format import plural
 
     if isinstance(index, MultiTaskIndex) and index.tasks:
-        return f"{len(index.tasks)} tasks: " + ", ".join(f"{t.name} ({len(t.classes)} classes)" for t in index.tasks)
+        return words(index.tasks)
     return plural(len(index.classes), "class", "classes")
