@@ -38,7 +38,7 @@ from engine.events import PhaseStarted
 from engine.train import prefix as prefix_path
 from engine.train.headfit import linear_head
 from engine.train.loop import Session, Data
-from engine.train.runtime import threads
+from engine.train.runtime import one_thread_on_cpu
 from engine.train.store import picture_key, view_seed
 from engine.train.strategies import apply_phase
 from engine.train.trainer import RunResult, Trainer
@@ -108,7 +108,7 @@ class _HeadRefit(Trainer):
             apply_phase(s.model, s.tree, phase)
             # The split is verified by three passes of a 2-picture probe batch: on one CPU thread (on the busy
             # 2-core machine 0.2 s against 0.7 to 4.8 s with two, measured alternately; docs/active.md).
-            with threads(1) if s.runtime.device.type == "cpu" else _Nothing():
+            with one_thread_on_cpu(s.runtime.device):
                 plan = prefix_path._plan(s, data, built, phase)  # noqa: SLF001  (the trainer's own decision)
             why = self._why_not_plan(s, data, built, plan)
         if why is not None:
@@ -183,12 +183,12 @@ class _HeadRefit(Trainer):
         if t.fit_head:
             # One CPU thread, as the trainer solves it: L-BFGS on a small head is a stream of tiny operations (2
             # busy cores, 828 x 1280 outputs: a median 18.2 s with two threads, 1.3 s with one; docs/active.md).
-            with threads(1) if s.runtime.device.type == "cpu" else _Nothing():
+            with one_thread_on_cpu(s.runtime.device):
                 fitted = fit_fast_head(fast, phase.name, t.label_smoothing, self._log)
         s.state.live = live
         self.emit(PhaseStarted(0, phase.name, phase.epochs, phase.lr, trainable, s.tree.total_params,
                                tuple(phase.stages)))
-        with threads(1) if s.runtime.device.type == "cpu" else _Nothing():  # as the trainer: tiny steps, one thread
+        with one_thread_on_cpu(s.runtime.device):  # as the trainer: tiny steps, one thread
             run_phase(s, PhaseRun(live, fast, plan.split.train_suffix, plan.split.eval_suffix, fast.train_loader,
                                   fast.val_loader, self._step_runtime(s, fast), None))
         s.state.live = None
@@ -313,14 +313,6 @@ class _HeadRefit(Trainer):
         # The whole run's time, now that it is done.
         self.refit = dataclasses.replace(self.refit, seconds=round(self.state.seconds(), 2))
         self.folder.summary_extra[HEAD_REFIT] = self.refit.to_dict()
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def refit_head(config: RunConfig, on_event=None, stop: threading.Event | None = None, *,

@@ -209,6 +209,12 @@ def threads(n: int):
         torch.set_num_threads(before)
 
 
+def one_thread_on_cpu(device: torch.device):
+    """``threads(1)`` on a CPU, nothing elsewhere: for small sequential work (L-BFGS on a head, a probe batch) that
+    two threads only slow down by waiting for each other."""
+    return threads(1) if device.type == "cpu" else contextlib.nullcontext()
+
+
 class Compiled:
     """``torch.compile`` of a module, or the module itself once compiling fails (no compiler, an unsupported layer):
     the run goes on, slower, and says why."""

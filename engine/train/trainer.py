@@ -53,7 +53,7 @@ from engine.train.loop import (Backoff, Data, Listener, Order, PhaseRun, Session
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.train.prefix import fast_path
 from engine.train.runtime import (Compiler, Runtime, auto_batch_size, cpu_allocator_for_training, resolve_runtime,
-                                  step_runtime, threads)
+                                  one_thread_on_cpu, step_runtime, threads)
 from engine.train.strategies import apply_phase, check_phase, param_groups, resolve_phases
 
 EventCallback = Callable[[object], None]
@@ -343,7 +343,7 @@ class Trainer:
 
                 # One CPU thread: L-BFGS on a small head is a stream of tiny operations, as the epochs below (on
                 # 2 busy cores a 3-class head on 216 x 1280 outputs took 14-26 s with 2 threads, 0.8 s with one).
-                with threads(1) if s.runtime.device.type == "cpu" else contextlib.nullcontext():
+                with one_thread_on_cpu(s.runtime.device):
                     (fit_task_heads(fast, phase.name, s.train.label_smoothing, self._log, self.tasks) if self.tasks
                      else fit_fast_head(fast, phase.name, s.train.label_smoothing, self._log))
             s.state.live = live
