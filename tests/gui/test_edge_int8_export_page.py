@@ -10,17 +10,13 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.results.export import CARD
-from gui.steps.predict import PredictPage
+from tests.gui.test_predict_page import open_page
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_int8_export_is_offered_and_shows_what_it_measured(qtbot, tiny_run, tmp_path):
-    page = PredictPage()
-    qtbot.addWidget(page)
-    page.resize(1100, 760)
-    page.set_runs_folder(tiny_run.parent)
-    page.show()
+    page = open_page(qtbot, tiny_run.parent)
     try:
         index = page.format_combo.findData("onnx-int8")
         assert index >= 0, "the format list offers the int8 export"

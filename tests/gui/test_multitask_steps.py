@@ -167,17 +167,13 @@ def test_the_predict_step_shows_the_chosen_tasks_answers_and_saves_every_task(qt
                                                                                  monkeypatch):
     from engine.results import multitask as rmt
     from engine.results.predict import load_run_model
-    from gui.steps.predict import PredictPage
+    from tests.gui.test_predict_page import open_page
 
     monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
     run, pictures = task_run
     paths = [str(pictures / name) for name in ("red_round_1.png", "blue_square_2.png", "green_round_3.png")]
     expected = {r.path: r for r in rmt.predict_tasks(load_run_model(run, device="cpu"), paths)}
-    page = PredictPage()
-    qtbot.addWidget(page)
-    page.resize(1100, 760)
-    page.set_runs_folder(run.parent)
-    page.show()
+    page = open_page(qtbot, run.parent)
     try:
         assert not page.task_chooser.isVisible()  # nothing predicted yet
         with qtbot.waitSignal(page.predicted, timeout=60_000):

@@ -46,13 +46,19 @@ def expected(run_dir, pictures):
     return {p.path: p for p in predict_paths(bundle, pictures)}
 
 
-@pytest.fixture
-def page(qtbot, run_dir):
+def open_page(qtbot, runs_folder, size: tuple[int, int] = (1100, 760)) -> PredictPage:
+    """A Predict & Export page on the runs of ``runs_folder``, shown (shut it down when done)."""
     page = PredictPage()
     qtbot.addWidget(page)
-    page.resize(1100, 760)
-    page.set_runs_folder(run_dir.parent)
+    page.resize(*size)
+    page.set_runs_folder(runs_folder)
     page.show()
+    return page
+
+
+@pytest.fixture
+def page(qtbot, run_dir):
+    page = open_page(qtbot, run_dir.parent)
     yield page
     page.shutdown()
 

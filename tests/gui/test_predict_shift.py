@@ -11,8 +11,9 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.config import load
-from gui.steps.predict import FLAG_COLUMN, PredictPage
+from gui.steps.predict import FLAG_COLUMN
 from tests.engine.shift_support import copy_pictures, invert, noise_pictures, train_run
+from tests.gui.test_predict_page import open_page
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,11 +30,7 @@ def shifted(run, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page(qtbot, run):
-    page = PredictPage()
-    qtbot.addWidget(page)
-    page.resize(1200, 900)
-    page.set_runs_folder(run.parent)
-    page.show()
+    page = open_page(qtbot, run.parent, (1200, 900))
     yield page
     page.shutdown()
 

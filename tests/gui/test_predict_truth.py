@@ -12,7 +12,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.results.predict import load_run_model, predict_paths, summary_line
-from gui.steps.predict import RIGHT_MARK, TRUTH_COLUMN, WRONG_MARK, PredictPage
+from gui.steps.predict import RIGHT_MARK, TRUTH_COLUMN, WRONG_MARK
+from tests.gui.test_predict_page import open_page
 
 LEFT = Qt.MouseButton.LeftButton
 TIP = Qt.ItemDataRole.ToolTipRole
@@ -22,11 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def page(qtbot, tiny_run):
-    page = PredictPage()
-    qtbot.addWidget(page)
-    page.resize(1100, 760)
-    page.set_runs_folder(tiny_run.parent)
-    page.show()
+    page = open_page(qtbot, tiny_run.parent)
     yield page
     page.shutdown()
 

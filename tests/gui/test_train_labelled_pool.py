@@ -3,22 +3,13 @@ pictures plus the pool pictures labelled in the Label step ("none of these" left
 
 from __future__ import annotations
 
-import pytest
-
 from conftest import make_class_folders
 from engine.active import NONE_OF_THESE, joined_config, labels_path_for, read_labels
 from engine.active.pool import scan_pool
-from tests.gui.test_main_window import make_window, wait_scanned
+from tests.gui.test_main_window import wait_scanned, window  # noqa: F401  (window is a fixture)
 
 
-@pytest.fixture
-def window(qtbot, tmp_path):
-    w = make_window(qtbot, tmp_path)
-    yield w
-    w.shutdown()
-
-
-def started_config(window, monkeypatch):
+def started_config(window, monkeypatch):  # noqa: F811
     """Press Start; the settings the training thread was given (it is not run: the test looks at what it gets)."""
     train = window.training.train
     given = []
@@ -27,7 +18,8 @@ def started_config(window, monkeypatch):
     return given
 
 
-def test_start_trains_the_labelled_pool_pictures_too(qtbot, tmp_path, window, tiny_dataset, monkeypatch):
+def test_start_trains_the_labelled_pool_pictures_too(qtbot, tmp_path, window, tiny_dataset,  # noqa: F811
+                                                     monkeypatch):
     window.open_folder(tiny_dataset)
     wait_scanned(qtbot, window)
     pool = make_class_folders(tmp_path / "unsorted", per_class=2, seed=3)
@@ -50,7 +42,8 @@ def test_start_trains_the_labelled_pool_pictures_too(qtbot, tmp_path, window, ti
     assert "2 labelled pool pictures join training" in window.training.train.log.toPlainText()  # and in the log
 
 
-def test_start_without_labelled_pool_pictures_trains_the_project_as_it_is(qtbot, window, tiny_dataset, monkeypatch):
+def test_start_without_labelled_pool_pictures_trains_the_project_as_it_is(qtbot, window,  # noqa: F811
+                                                                          tiny_dataset, monkeypatch):
     window.open_folder(tiny_dataset)
     wait_scanned(qtbot, window)
     (config, dataset), = started_config(window, monkeypatch)
