@@ -32,6 +32,7 @@ import torch
 from engine import files
 from engine.project import runs
 from engine.errors import UserError
+from engine.results.checks import differences
 from engine.results.predict import BUNDLE_WEIGHTS, ModelBundle, Stopped, load_run_model
 
 __all__ = ["CARD", "EXPORT_DIR", "FILES", "FORMATS", "ExportResult", "export_run", "model_card"]
@@ -88,17 +89,6 @@ def _check_inputs(bundle: ModelBundle, run_dir: Path, n: int) -> tuple[torch.Ten
     return torch.randn((n, *bundle.data_config["input_size"]), generator=generator), 0
 
 
-def _differences(reference: torch.Tensor, other: np.ndarray | torch.Tensor) -> tuple[float, float]:
-    other = torch.as_tensor(np.asarray(other, dtype=np.float32) if not isinstance(other, torch.Tensor) else other)
-    other = other.float().cpu()
-    if other.shape != reference.shape:
-        raise UserError(f"The exported model gives outputs of shape {tuple(other.shape)} instead of "
-                        f"{tuple(reference.shape)}: the export is not usable; try another format.")
-    logits = (reference - other).abs().max().item()
-    probs = (reference.softmax(1) - other.softmax(1)).abs().max().item()
-    return float(logits), float(probs)
-
-
 # --- formats --------------------------------------------------------------------------------------------------
 
 
@@ -109,7 +99,7 @@ def _export_bundle(bundle: ModelBundle, out: Path, inputs: torch.Tensor, referen
     _write_metadata(bundle, out, {})  # the loader needs model.json to open the folder
     again = load_run_model(out, device="cpu")
     with torch.inference_mode():
-        return _differences(reference, again.model(inputs).float() / again.temperature)
+        return differences(reference, again.model(inputs).float() / again.temperature)
 
 
 def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference: torch.Tensor):
@@ -143,7 +133,7 @@ def _export_onnx(bundle: ModelBundle, out: Path, inputs: torch.Tensor, reference
     except Exception as exc:
         raise UserError(f"The ONNX file was written but onnxruntime cannot run it ({_first_line(exc)}): use the "
                         "bundle or TorchScript format instead.") from None
-    return _differences(reference, logits)
+    return differences(reference, logits)
 
 
 def _without_notes(path: Path) -> None:
@@ -192,7 +182,7 @@ def _export_torchscript(bundle: ModelBundle, out: Path, inputs: torch.Tensor, re
         raise UserError(f"The model could not be exported to TorchScript ({_first_line(exc)}); the bundle and "
                         "ONNX formats may still work.") from None
     with torch.inference_mode():
-        return _differences(reference, loaded(inputs).float())
+        return differences(reference, loaded(inputs).float())
 
 
 def _shareable(path: str | os.PathLike) -> None:

@@ -248,12 +248,12 @@ def export_int8(bundle, fp32_path: str | os.PathLike, int8_path: str | os.PathLi
     # Against PyTorch, like every format (on validation pictures; random inputs when none can be read).
     check = (val_pictures[_spread(list(range(len(kept))), pictures)] if len(kept) else
              np.random.default_rng(0).standard_normal((pictures, *bundle.data_config["input_size"])).astype(np.float32))
-    from engine.results.export import _differences  # every export's check (imported here: export imports this)
+    from engine.results.checks import differences  # every export's check
 
     with torch.inference_mode():
         reference = (torch.cat(TaskOutputs(bundle.model, tasks, bundle_temperatures(bundle))(torch.from_numpy(
             check)), 1) if tasks else bundle.model(torch.from_numpy(check)).float() / bundle.temperature)
-    logits_diff, probs_diff = _differences(reference, _run(int8_session, check))
+    logits_diff, probs_diff = differences(reference, _run(int8_session, check))
     step(6)
     one = (val_pictures[:1] if len(kept) else calibration[:1]).copy()
     latency = _latency({"fp32": fp32_session, "int8": int8_session}, one, LATENCY_ROUNDS)
