@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--temperature", type=float, help="softens the outputs (default 4)")
     distill.add_argument("--soft-weight", type=float, help="share of the teacher's soft targets in the loss, 0-1 "
                          "(default 0.7; the labels get the rest)")
+    distill.add_argument("--feature-weight", type=float, help="weight of the distance from the teacher's features, "
+                         "0 to leave them out (default 10)")
 
     check = sub.add_parser("check", help="check this computer: versions, GPUs, disk, offline mode, weights",
                            description="Check this computer: Python, PyTorch and CUDA versions, each GPU (memory, "
@@ -721,7 +723,8 @@ def cmd_distill(args) -> int:
     from engine.edge.distill import distill, distill_config, table_lines
 
     config = distill_config(args.run, args.student, args.weights, epochs=args.epochs, pool=args.pool, out=args.out,
-                            temperature=args.temperature, soft_weight=args.soft_weight)
+                            temperature=args.temperature, soft_weight=args.soft_weight,
+                            feature_weight=args.feature_weight)
     done = _with_stop(lambda stop: distill(config, ConsoleReporter(sys.stderr), stop), "Stopping after this batch")
     result = done.run
     for line in table_lines(done.table) if done.table else []:

@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     dialog.epochs_spin.setValue(config.epochs)
     dialog.soft_spin.setValue(config.distill.soft_weight)
     dialog.temperature_spin.setValue(config.distill.temperature)
+    dialog.feature_spin.setValue(config.distill.feature_weight)
     records = runs.read_metrics(student)
     best = max(r["val_acc"] for r in records)
     for r in records:

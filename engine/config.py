@@ -128,6 +128,11 @@ class LoraSettings:
     stages: tuple[str, ...] = ()
 
 
+# The features term's weight for new distilled runs (engine.train.distillation.feature_loss; measured in
+# docs/edge.md, section 1).
+DEFAULT_FEATURE_WEIGHT = 10.0
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation (engine.edge.distill): a finished run teaches this one. Empty ``teacher``: off."""
@@ -136,6 +141,9 @@ class DistillConfig:
     temperature: float = 4.0  # softens both models' outputs before they are compared (Hinton et al., 2015)
     soft_weight: float = 0.7  # the share of the teacher's soft targets in the loss; the labels get the rest
     pool: str = ""  # optional folder of unlabelled pictures: the teacher labels them (soft targets only)
+    # The weight of the distance between the student's features and the teacher's (engine.train.distillation);
+    # 0 (off) for runs written before it existed; engine.edge.distill gives new runs its recommended value.
+    feature_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,8 @@ class RunConfig:
             (all(w >= 0 for w in self.train.task_weights.values()), "Task weights cannot be negative."),
             (self.distill.temperature > 0, "The distillation temperature must be a positive number (4 is usual)."),
             (0 <= self.distill.soft_weight <= 1, "The weight of the teacher's soft targets must be between 0 and 1."),
+            (0 <= self.distill.feature_weight <= 1000, "The weight of the teacher's features must be between 0 and "
+             "1000."),
             (_formats_problem(self.data) is None, _formats_problem(self.data) or ""),
         ]
         for phase in self.phases:

@@ -6,7 +6,10 @@ split), plus, optionally, a folder of unlabelled pictures, with
     loss = (1 - w) * cross-entropy(student, label) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
 ``w`` being the soft weight and ``T`` the temperature (the T^2 keeps the soft term's gradients at the scale of the
-hard term's whatever the temperature, as in the paper). Unlabelled pictures have only the soft term.
+hard term's whatever the temperature, as in the paper), plus the feature weight times the distance between the
+student's features and the teacher's (engine.train.distillation.feature_loss; on by default for new runs: with few
+classes the teacher's answer is little more than the label, its features are much more). Unlabelled pictures have
+only the teacher's terms.
 
 The teacher's outputs are computed once per picture before training (on the evaluation transform, by the same fast
 inference path as prediction) and looked up per batch: the training dataset's targets are rows of (class, picture,
@@ -33,7 +36,7 @@ from typing import Callable
 import torch
 
 from engine import files
-from engine.config import DistillConfig, ModelConfig, RunConfig
+from engine.config import DEFAULT_FEATURE_WEIGHT, DistillConfig, ModelConfig, RunConfig
 from engine.errors import ConfigError, UserError
 from engine.events import Log
 from engine.project import runs
@@ -52,7 +55,8 @@ DEFAULT_LR = 1e-3
 
 def distill_config(teacher_run: str | Path, student: str, weights: str, *, epochs: int | None = None,
                    pool: str | None = None, out: str | None = None, temperature: float | None = None,
-                   soft_weight: float | None = None, lr: float | None = None) -> RunConfig:
+                   soft_weight: float | None = None, lr: float | None = None,
+                   feature_weight: float | None = None) -> RunConfig:
     """The student's RunConfig: the teacher's pictures, split and training settings; the student model with its
     weights; every layer trains (``fine-tune-deep``; without pretrained weights, all at one rate). ConfigError or
     UserError (a sentence) for what cannot work."""
@@ -72,10 +76,11 @@ def distill_config(teacher_run: str | Path, student: str, weights: str, *, epoch
         data=teacher.data, model=ModelConfig(student, weights), strategy="fine-tune-deep",
         epochs=epochs or teacher.total_epochs, lr=lr or DEFAULT_LR, train=train,
         out=str(Path(out).expanduser()) if out else str(folder.parent),
-        name=f"{student.split(':', 1)[-1]}-{'distilled' if soft_weight != 0 else 'labels-only'}"[:60],
+        name=f"{student.split(':', 1)[-1]}-{'labels-only' if soft_weight == 0 == feature_weight else 'distilled'}"[:60],
         distill=DistillConfig(str(folder), defaults.temperature if temperature is None else float(temperature),
                               defaults.soft_weight if soft_weight is None else float(soft_weight),
-                              str(Path(pool).expanduser().resolve()) if pool else ""))
+                              str(Path(pool).expanduser().resolve()) if pool else "",
+                              DEFAULT_FEATURE_WEIGHT if feature_weight is None else float(feature_weight)))
     if pool and not Path(pool).expanduser().is_dir():
         raise UserError(f"The folder of unlabelled pictures {pool} does not exist: choose another folder, or leave "
                         "--pool out.")

@@ -281,7 +281,7 @@ class Trainer:
             from engine.train.distillation import distillation
 
             data, criterion, t = distillation(config, t, runtime, built.data_config, dataset, data, self.emit,
-                                              self.stop, model=model, fresh=ckpt is None)
+                                              self.stop, model=model, fresh=ckpt is None, head=built.head)
         normalize = (BatchNormalize(built.data_config["mean"], built.data_config["std"])
                      if outputs_uint8(t.augment) else None)
         scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)

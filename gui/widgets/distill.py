@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
+from engine.config import DEFAULT_FEATURE_WEIGHT
 from gui.support.jobs import Jobs
 
 # Small models first: the point is a model that runs on a modest computer.
@@ -97,6 +98,15 @@ class DistillDialog(QDialog):
         self.temperature_spin.setValue(4.0)
         self.temperature_spin.setToolTip("Softens both models' answers before they are compared, so that the student "
                                          "also learns which wrong classes the teacher finds likely. 2 to 5 is usual.")
+        self.feature_spin = QDoubleSpinBox()
+        self.feature_spin.setRange(0.0, 100.0)
+        self.feature_spin.setSingleStep(1.0)
+        self.feature_spin.setDecimals(1)
+        self.feature_spin.setValue(DEFAULT_FEATURE_WEIGHT)
+        self.feature_spin.setToolTip("How much the student's features (what its last layer reads) must resemble "
+                                     "the teacher's on the same pictures. With few classes the teacher's answer "
+                                     "says little more than the label; its features say much more. 0 leaves them "
+                                     "out.")
         self.pool_edit = QLineEdit()
         self.pool_edit.setPlaceholderText("optional: a folder of pictures without labels")
         self.pool_edit.setClearButtonEnabled(True)
@@ -137,6 +147,7 @@ class DistillDialog(QDialog):
         soft_row.addWidget(self.hard_label, 1)
         form.addRow("Teacher's answers weight", soft_row)
         form.addRow("Temperature", self.temperature_spin)
+        form.addRow("Teacher's features weight", self.feature_spin)
         pool_row = QHBoxLayout()
         pool_row.addWidget(self.pool_edit, 1)
         pool_row.addWidget(self.pool_button)
@@ -192,7 +203,7 @@ class DistillDialog(QDialog):
     def _update(self) -> None:
         busy = self.jobs.running("distill")
         for w in (self.student_combo, self.weights_combo, self.epochs_spin, self.soft_spin, self.temperature_spin,
-                  self.pool_edit, self.pool_button, self.start_button):
+                  self.feature_spin, self.pool_edit, self.pool_button, self.start_button):
             w.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.progress.setVisible(busy or self.progress.value() > 0)
@@ -202,14 +213,15 @@ class DistillDialog(QDialog):
     def start(self) -> None:
         teacher, student, weights = self.teacher_run, self.student_combo.currentText().strip(), self.weights()
         epochs, pool = self.epochs_spin.value(), self.pool_edit.text().strip() or None
-        temperature, soft = self.temperature_spin.value(), self.soft_spin.value()
+        temperature, soft, features = (self.temperature_spin.value(), self.soft_spin.value(),
+                                       self.feature_spin.value())
 
         def work(progress, stop):
             from engine import events as ev
             from engine.edge.distill import distill, distill_config
 
             config = distill_config(teacher, student, weights, epochs=epochs, pool=pool, temperature=temperature,
-                                    soft_weight=soft)
+                                    soft_weight=soft, feature_weight=features)
 
             def on_event(event):
                 if isinstance(event, ev.Log):

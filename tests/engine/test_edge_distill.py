@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from conftest import make_class_folders
 from engine import events as ev
-from engine.config import DistillConfig, RunConfig, dumps, loads
+from engine.config import DEFAULT_FEATURE_WEIGHT, DistillConfig, RunConfig, dumps, loads
 from engine.edge.distill import TABLE, DistillationLoss, distill, distill_config
 
 pytestmark = pytest.mark.usefixtures("quick_training")
@@ -67,12 +67,18 @@ def test_unlabelled_pictures_teach_through_the_soft_targets_only():
 
 def test_the_distill_section_round_trips_and_stays_out_of_ordinary_configs():
     assert "[distill]" not in dumps(RunConfig())
-    config = RunConfig(distill=DistillConfig(teacher="/runs/teacher", temperature=3.0, soft_weight=0.5))
+    config = RunConfig(distill=DistillConfig(teacher="/runs/teacher", temperature=3.0, soft_weight=0.5,
+                                             feature_weight=2.5))
     assert loads(dumps(config)).distill == config.distill
     from engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match="between 0 and 1"):
         RunConfig(distill=DistillConfig(teacher="x", soft_weight=1.5)).validate()
+    with pytest.raises(ConfigError, match="features must be between 0"):
+        RunConfig(distill=DistillConfig(teacher="x", feature_weight=-1)).validate()
+    # A run written before the features term existed reads back without it.
+    old = dumps(RunConfig(distill=DistillConfig(teacher="/runs/teacher"))).replace("feature_weight = 0.0\n", "")
+    assert "feature_weight" not in old and loads(old).distill.feature_weight == 0
 
 
 # --- a real distillation ------------------------------------------------------------------------------------------
@@ -113,6 +119,10 @@ def test_a_distilled_student_is_a_complete_normal_run_with_its_table(tiny_run, p
     # The student's BatchNorm statistics were measured on the training pictures before its first step.
     assert "BatchNorm recalibration" in rec.logs() and "weights are unchanged" in rec.logs()
     assert "[distill]" in (student / "config.toml").read_text(encoding="utf-8")
+    # New runs would learn from the teacher's features too, but these two models prepare pictures differently: the
+    # teacher's features on other pictures than the student's would mislead, and the log says they are not used.
+    assert loads((student / "config.toml").read_text(encoding="utf-8")).distill.feature_weight == DEFAULT_FEATURE_WEIGHT
+    assert "The feature weight is not used" in rec.logs()
     table = json.loads((student / TABLE).read_text(encoding="utf-8"))
     assert table == done.table
     assert table["teacher"]["model"] == "timm:test_resnet" and table["student"]["model"] == STUDENT
@@ -169,14 +179,15 @@ def test_the_command_prints_the_table_and_the_new_run_folder_last(tiny_run, tmp_
     import main
 
     code = main.main(["distill", str(tiny_run), "--student", STUDENT, "--weights", "none", "--epochs", "1",
-                      "--out", str(tmp_path / "runs"), "--soft-weight", "0.5"])
+                      "--out", str(tmp_path / "runs"), "--soft-weight", "0.5", "--feature-weight", "0"])
     captured = capsys.readouterr()
     out = captured.out.strip().splitlines()
     assert code == 0, captured.err
     run_dir = Path(out[-1].rsplit(": ", 1)[-1])
     assert run_dir.is_dir() and run_dir.parent == tmp_path / "runs" and (run_dir / TABLE).is_file()
     assert any(line.startswith("accuracy") for line in out) and any("CPU latency" in line for line in out)
-    assert loads((run_dir / "config.toml").read_text(encoding="utf-8")).distill.soft_weight == 0.5
+    distilled = loads((run_dir / "config.toml").read_text(encoding="utf-8")).distill
+    assert distilled.soft_weight == 0.5 and distilled.feature_weight == 0
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -184,6 +195,7 @@ def test_the_command_prints_the_table_and_the_new_run_folder_last(tiny_run, tmp_
     (["distill", "{run}", "--student", "timm:no_such_model", "--weights", "none"], "no_such_model"),
     (["distill", "{run}", "--student", STUDENT, "--weights", "none", "--soft-weight", "2"], "between 0 and 1"),
     (["distill", "{run}", "--student", STUDENT, "--weights", "none", "--pool", "{missing}"], "does not exist"),
+    (["distill", "{run}", "--student", STUDENT, "--weights", "none", "--feature-weight", "-1"], "between 0 and 1000"),
 ])
 def test_bad_input_is_a_sentence_and_exit_code_2(tiny_run, tmp_path, capsys, argv, words):
     import main

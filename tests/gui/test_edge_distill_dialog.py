@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from engine.config import load
+from engine.config import DEFAULT_FEATURE_WEIGHT, load
 from gui.widgets.distill import DistillDialog
 
 pytestmark = pytest.mark.usefixtures("quick_training")
@@ -22,6 +22,8 @@ def test_the_dialog_distils_with_its_settings_and_shows_the_table(qtbot, tiny_ru
     dialog.epochs_spin.setValue(1)
     dialog.soft_spin.setValue(0.4)
     dialog.temperature_spin.setValue(3.0)
+    assert dialog.feature_spin.value() == DEFAULT_FEATURE_WEIGHT  # the recommended weight, shown
+    dialog.feature_spin.setValue(2.5)
     assert dialog.hard_label.text() == "labels: 0.60"
     with qtbot.waitSignal(dialog.distilled, timeout=180_000) as signal:
         qtbot.mouseClick(dialog.start_button, Qt.MouseButton.LeftButton)
@@ -31,6 +33,7 @@ def test_the_dialog_distils_with_its_settings_and_shows_the_table(qtbot, tiny_ru
     config = load(run / "config.toml")
     assert config.model.name == "timm:test_efficientnet" and config.model.weights == "none"
     assert (config.distill.soft_weight, config.distill.temperature, config.epochs) == (0.4, 3.0, 1)
+    assert config.distill.feature_weight == 2.5
     assert Path(config.distill.teacher) == tiny_run.resolve()
     assert "Teacher" in dialog.table.text() and "timm:test_efficientnet" in dialog.table.text()
     assert run.name in dialog.status.text() and "Distillation: the teacher" in dialog.log.toPlainText()
