@@ -27,8 +27,8 @@ WEIGHTS = [("pretrained", "Pretrained (found on this computer, or downloaded)"),
            ("file", "A weight file...")]
 INTRO = ("<b>Distil this model into a smaller one.</b> The chosen run is the <i>teacher</i>: a smaller "
          "<i>student</i> learns from its answers on the same pictures (how sure it is of each class, not only the "
-         "right class), which usually gives a better small model than training it on the labels alone. The result "
-         "is a new run next to this one; this run is not changed.")
+         "right class) and, where the two see pictures alike, from what its last layer reads (its features). The "
+         "result is a new run next to this one; this run is not changed.")
 
 
 def _acc(v) -> str:
