@@ -335,6 +335,39 @@ def main(argv=None) -> int:
                      f"{100 * again['val_acc']:.1f} %", "same as the first run" if again["val_acc"] == eng["val_acc"]
                      else f"differs from the first run ({100 * eng['val_acc']:.1f} %)"))
         notes += [m for m in eng["logs"] if "run once per picture" in m or "outputs are ready" in m]
+        # The cold frozen pass (issue #20): precision fp32 against the automatic one (int8 where its check keeps the
+        # accuracy), alternated pair by pair, each run with an empty store of frozen outputs, pictures cached.
+        import re
+
+        cold: dict[str, list[dict]] = {"fp32": [], "auto": []}
+        for attempt in range(max(1, args.repeat)):
+            for precision in ("fp32", "auto"):
+                os.environ["TRANSFER_STUDIO_FROZEN_CACHE"] = tempfile.mkdtemp(prefix="ts-bench-frozen-")
+                print(f"Feature extraction, seed {attempt}, frozen pass cold, precision {precision} ...", flush=True)
+                run = engine_run("feature-extraction", args.epochs, seed=attempt, precision=precision)
+                ready = next(m for m in run["logs"] if "outputs are ready" in m)
+                n, s = map(float, re.search(r"\((\d+) pictures in ([\d.]+) s", ready).groups())
+                run.update(per_s=n / s, n=int(n), int8="in int8" in ready)
+                cold[precision].append(run)
+                print(f"  {run['seconds']:.1f} s; frozen pass {n / s:.1f} pictures/s", flush=True)
+        os.environ.pop("TRANSFER_STUDIO_FROZEN_CACHE", None)
+        f32, auto = cold["fp32"], cold["auto"]
+        ratio = mean(auto, "per_s") / mean(f32, "per_s")
+        pairs = ", ".join(f"{b['per_s'] / a['per_s']:.2f}x" for a, b in zip(f32, auto))
+        rows.append((f"1b. Feature extraction, {args.epochs} epochs, frozen pass cold (empty store of frozen outputs, "
+                     "pictures cached), fp32 against automatic precision, alternated: wall time",
+                     f"{base_s:.1f} s", f"fp32 {mean(f32, 'seconds'):.1f} s ({each(f32, 'seconds', '{:.1f}')}); "
+                     f"auto {mean(auto, 'seconds'):.1f} s ({each(auto, 'seconds', '{:.1f}')})",
+                     f"fp32 {base_s / mean(f32, 'seconds'):.1f}x; auto {base_s / mean(auto, 'seconds'):.1f}x"))
+        rows.append((f"   the cold frozen pass alone ({f32[0]['n']:,} outputs): pictures/s, automatic precision "
+                     f"(int8 kept in {sum(r['int8'] for r in auto)} of {len(auto)} runs) against fp32", "-",
+                     f"fp32 {mean(f32, 'per_s'):.1f} ({each(f32, 'per_s', '{:.1f}')}); auto "
+                     f"{mean(auto, 'per_s'):.1f} ({each(auto, 'per_s', '{:.1f}')})",
+                     f"{ratio:.2f}x (pairs: {pairs}; aim 2x: {'met' if ratio >= 2 else 'not met'})"))
+        rows.append(("   validation accuracy after the last epoch, fp32 against automatic frozen pass (same seeds)",
+                     "-",
+                     f"fp32 {100 * mean(f32, 'val_acc'):.1f} %; auto {100 * mean(auto, 'val_acc'):.1f} %",
+                     f"{100 * (mean(auto, 'val_acc') - mean(f32, 'val_acc')):+.1f} points"))
 
     if args.only in (None, "ft"):
         epochs = max(2, args.ft_epochs)
