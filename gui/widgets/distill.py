@@ -124,6 +124,9 @@ class DistillDialog(QDialog):
         self.progress.setFormat("epoch %v of %m")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # Always rich text: its messages are escaped HTML, which Qt's guess would show as plain text when they hold
+        # no tag (a failure's "'none'" appeared as "&#x27;none&#x27;").
+        self.status.setTextFormat(Qt.TextFormat.RichText)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(500)

@@ -47,3 +47,17 @@ def test_a_student_that_does_not_exist_is_a_sentence(qtbot, tiny_run):
     qtbot.mouseClick(dialog.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not dialog.jobs.running("distill"), timeout=30_000)
     assert "no_such_model" in dialog.status.text() and "Traceback" not in dialog.status.text()
+
+
+def test_a_failure_with_quotes_reads_as_a_sentence(qtbot, tiny_run):
+    from PySide6.QtGui import QTextDocument
+
+    dialog = DistillDialog(str(tiny_run))
+    qtbot.addWidget(dialog)
+    dialog._failed("The weights are not here: choose a weight file or 'none'.")  # noqa: SLF001
+    text, shown = dialog.status.text(), QTextDocument()
+    # What the label shows: its text as HTML when set to rich text, or when Qt's guess (auto) takes it for HTML.
+    rich = dialog.status.textFormat() == Qt.TextFormat.RichText or (
+        dialog.status.textFormat() == Qt.TextFormat.AutoText and Qt.mightBeRichText(text))
+    shown.setHtml(text) if rich else shown.setPlainText(text)
+    assert shown.toPlainText() == "The weights are not here: choose a weight file or 'none'."
