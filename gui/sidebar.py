@@ -111,6 +111,7 @@ class _StepFrame(QWidget):
         self.title = QLabel()
         self.purpose = QLabel()
         self.purpose.setWordWrap(True)
+        self.purpose.setTextFormat(Qt.TextFormat.RichText)  # escaped text: shown as written, quotes included
         self.purpose.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.help_button = QToolButton()
         self.help_button.setText("?")

@@ -184,3 +184,15 @@ def test_saving_the_project_elsewhere_takes_the_labels_along(qtbot, page, pool, 
     page.answer_many([picture], "green")  # answers now go to the new project's file ...
     assert read_labels(tmp_path / "elsewhere" / "copy-labels.csv").label_of(picture) == "green"
     assert read_labels(tmp_path / "colours-labels.csv").label_of(picture) == "red"  # ... the old one keeps its own
+
+
+def test_a_folder_name_with_a_quote_is_shown_as_written(qtbot, page, tmp_path):
+    from PySide6.QtGui import QTextDocument
+
+    folder = make_class_folders(tmp_path / "Tom's pictures", per_class=1, seed=3)
+    page.set_pool(str(folder))
+    qtbot.waitUntil(lambda: page.pool is not None, timeout=60_000)
+    shown = QTextDocument()
+    shown.setHtml(page.pool_label.text())
+    assert page.pool_label.textFormat() == Qt.TextFormat.RichText  # escaped text, shown as HTML
+    assert shown.toPlainText().startswith(str(folder.resolve())) and "&#x27;" not in shown.toPlainText()

@@ -81,6 +81,7 @@ class LabelPage(QWidget):
         # -- the top: model, pool, suggest ------------------------------------------------------------------
         self.run_chooser = RunChooser("The trained model that suggests pictures and guesses their class.")
         self.pool_label = QLabel()
+        self.pool_label.setTextFormat(Qt.TextFormat.RichText)  # escaped folder names: "Tom's" shown as written
         self.pool_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.pool_button = QPushButton(style.icon("open-folder"), "Choose the pictures to label...")
         self.pool_button.setToolTip("A folder of pictures nobody has sorted yet (sub-folders too). They are checked "
@@ -99,6 +100,7 @@ class LabelPage(QWidget):
         self.progress.hide()
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)  # escaped messages: quotes shown as written
         top = QHBoxLayout()
         top.addWidget(QLabel("Model:"))
         top.addWidget(self.run_chooser, 2)
