@@ -196,3 +196,4 @@ def test_a_folder_name_with_a_quote_is_shown_as_written(qtbot, page, tmp_path):
     shown.setHtml(page.pool_label.text())
     assert page.pool_label.textFormat() == Qt.TextFormat.RichText  # escaped text, shown as HTML
     assert shown.toPlainText().startswith(str(folder.resolve())) and "&#x27;" not in shown.toPlainText()
+    assert page.counts.textFormat() == Qt.TextFormat.RichText  # where the answers are kept: a path too

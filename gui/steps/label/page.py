@@ -191,6 +191,7 @@ class LabelPage(QWidget):
         # -- bottom: counts, retrain, chart --------------------------------------------------------------------
         self.counts = QLabel()
         self.counts.setWordWrap(True)
+        self.counts.setTextFormat(Qt.TextFormat.RichText)  # escaped file names: "Tom's" shown as written
         self.retrain_button = QPushButton(style.icon("step-train"), "Retrain with the labelled pictures")
         self.retrain_button.setToolTip("Train the project's settings again on its pictures plus those labelled here "
                                        "(pictures marked 'none of these' stay out). With feature extraction the "
