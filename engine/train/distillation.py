@@ -445,7 +445,7 @@ def distillation(config: RunConfig, t: TrainConfig, runtime, data_config: dict, 
                 log("The teacher and the student prepare pictures differently (size or normalisation): the student "
                     "learns from the teacher's answers on the centred pictures, computed once.")
         if d.feature_weight > 0:
-            features = _features_term(model, head, runner, online, log)
+            features = _features_term(model, head, runner, online, log, d.soft_weight)
             if features is not None and fresh and REUSE_HEAD:
                 _reuse_teacher_head(model, head, runner, log)
     loss = DistillationLoss(log_probs, d.temperature, d.soft_weight, t.label_smoothing, online, d.feature_weight,
@@ -473,7 +473,7 @@ def _reuse_teacher_head(model: nn.Module, head: str, runner: TeacherRunner, log:
 
 
 def _features_term(model: nn.Module, head: str, runner: TeacherRunner, online: "OnlineTeacher | None",
-                   log: Callable) -> "StudentFeatures | None":
+                   log: Callable, soft_weight: float) -> "StudentFeatures | None":
     """The hook that gives the loss the student's features, and a sentence saying how they are compared; None
     (said) when they cannot be: the teacher answers on the student's own pictures only with consistent teaching."""
     if online is None or runner.features == 0 or not head:
@@ -481,14 +481,20 @@ def _features_term(model: nn.Module, head: str, runner: TeacherRunner, online: "
                "answers on its own centred pictures" if online is None else
                "the teacher's features could not be read apart from its answers (its head does not read a plain list "
                "of features)")
-        log(f"The feature weight is not used: {why}. The soft targets and the labels teach.", "warning")
+        rest = "The soft targets and the labels teach." if soft_weight > 0 else "Only the labels teach."
+        log(f"The feature weight is not used: {why}. {rest}", "warning")
         return None
     hook = StudentFeatures().attach(model, head)
     probe = model.get_submodule(head)
     mine = getattr(probe, "in_features", None)
-    how = ("the mean squared difference of the two models' features" if mine == runner.features else
-           f"the similarity of each picture to the others in the batch, as each model sees it (the student has "
-           f"{mine if mine else 'another number of'} features, the teacher {runner.features})")
+    if mine == runner.features:
+        how = "the mean squared difference of the two models' features"
+    elif mine:
+        how = (f"the similarity of each picture to the others in the batch, as each model sees it (the student has "
+               f"{mine} features, the teacher {runner.features})")
+    else:  # a head that does not say how many features it reads: decided on the first batch (feature_loss)
+        how = ("the mean squared difference of the two models' features if they have as many, else the similarity "
+               "of each picture to the others in the batch, as each model sees it")
     log(f"The teacher's features (the {runner.features} numbers its head reads for each picture) teach the student's "
         f"too: the loss adds {how}, relative to the size of the teacher's features.")
     return hook
