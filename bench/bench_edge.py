@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.config import DEFAULT_FEATURE_WEIGHT  # noqa: E402  (after the path: the repository's engine)
+
 SHARED = REPO.parent / "shared"
 DATA = SHARED / "datasets" / "hymenoptera"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_in1k.safetensors"
