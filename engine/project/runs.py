@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.errors import UserError
-from engine.files import atomic_write_text
+from engine.files import atomic_write_json, atomic_write_text
 
 CONFIG = "config.toml"
 LABELS = "labels.json"
@@ -313,7 +313,48 @@ def copy_runs(source: str | os.PathLike, target: str | os.PathLike) -> dict[str,
             with contextlib.suppress(OSError):
                 target.rmdir()  # when it is empty again
             raise RunMoveError(f"The runs could not be copied into {target} ({exc.strerror or exc}).") from None
+    _point_at_copies(copied)
     return copied
+
+
+def _point_at_copies(copied: dict[str, str]) -> None:
+    """A copied run that names another copied run -- a distilled student its teacher, an adapted run the run it was
+    adapted from -- names that run's copy, so that the project's copy stands on its own (a resumed distillation
+    asks its teacher again; the teacher-vs-student table names both runs). The runs' settings (config.toml) and the
+    table (distill.json) are rewritten whole (they are copies, not shared with the original). Best effort: a copy
+    whose files cannot be read or written keeps them as they were, still pointing at the original runs."""
+    import dataclasses
+
+    from engine.config import ConfigError, load, save
+
+    def new_place(path: str) -> str | None:
+        return by_place.get(str(Path(path).resolve())) if path else None
+
+    by_place = {str(Path(old).resolve()): new for old, new in copied.items()}
+    for new in copied.values():
+        folder = Path(new)
+        try:
+            config = load(folder / CONFIG)
+        except (ConfigError, OSError):
+            continue
+        teacher, parent = new_place(config.distill.teacher), new_place(config.adapted_from)
+        if teacher or parent:
+            changed = dataclasses.replace(
+                config, adapted_from=parent or config.adapted_from,
+                distill=dataclasses.replace(config.distill, teacher=teacher or config.distill.teacher))
+            with contextlib.suppress(ConfigError):
+                save(changed, folder / CONFIG)
+        table = folder / "distill.json"  # engine.edge.distill.TABLE (engine.edge is above this module)
+        try:
+            rows = json.loads(table.read_text(encoding="utf-8"))
+            moved = {role: new_place(rows[role]["run"]) for role in ("teacher", "student")}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if any(moved.values()):
+            for role, place in moved.items():
+                rows[role]["run"] = place or rows[role]["run"]
+            with contextlib.suppress(OSError):
+                atomic_write_json(table, rows)
 
 
 # A run's bulk: weights, checkpoints, statistics. The app writes these only by replacing the file whole

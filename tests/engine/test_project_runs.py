@@ -289,3 +289,30 @@ def test_save_as_shares_the_weights_until_either_project_rewrites_them(tmp_path,
     files.atomic_write(copied / runs.BEST, lambda tmp: tmp.write_bytes(b"new weights"))
     assert (original / runs.BEST).read_bytes() == before
     assert (copied / runs.BEST).read_bytes() == b"new weights"
+
+
+def test_save_as_copies_name_their_teacher_and_parent_runs_in_the_copy(tmp_path, data_dir, unsaved):
+    from engine.config import DistillConfig, load, save
+
+    project = saved_with_runs(tmp_path, data_dir, unsaved)
+    out = Path(project.config.out)
+    teacher = out / names(out)[0]
+    student, adapted = fake_run(out, "20260101-120000-student"), fake_run(out, "20260101-130000-adapted")
+    save(RunConfig(distill=DistillConfig(teacher=str(teacher))), student / runs.CONFIG)
+    (student / "distill.json").write_text(json.dumps({"teacher": {"run": str(teacher)}, "student": {"run": str(student)},
+                                                      "pictures": 3}), encoding="utf-8")
+    save(RunConfig(adapted_from=str(teacher), adapted_data=str(tmp_path / "new"), adapted_method="adabn"),
+         adapted / runs.CONFIG)
+    other = tmp_path / "other"
+    other.mkdir()
+
+    save_project_and_runs(project, other / "copy.tsproj", data_dir=data_dir)
+
+    copies = other / "runs"
+    assert load(copies / student.name / runs.CONFIG).distill.teacher == str(copies / teacher.name)
+    table = json.loads((copies / student.name / "distill.json").read_text(encoding="utf-8"))
+    assert table["teacher"]["run"] == str(copies / teacher.name) and table["student"]["run"] == str(copies / student.name)
+    assert load(copies / adapted.name / runs.CONFIG).adapted_from == str(copies / teacher.name)
+    # The first project's runs still name their own.
+    assert load(student / runs.CONFIG).distill.teacher == str(teacher)
+    assert json.loads((student / "distill.json").read_text(encoding="utf-8"))["teacher"]["run"] == str(teacher)
