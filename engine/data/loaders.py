@@ -84,15 +84,23 @@ class Uint8CHW:
     def __call__(self, picture) -> torch.Tensor:
         if isinstance(picture, torch.Tensor):
             return picture.contiguous()
-        import numpy as np
-
-        array = np.asarray(picture)
-        if array.ndim == 2:
-            array = array[..., None]
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return _chw(picture)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}()"
+
+
+def _chw(picture, flip: bool = False) -> torch.Tensor:
+    """A PIL picture or an HxW(xC) array as a contiguous CHW uint8 tensor, mirrored left to right with ``flip`` (the
+    mirror done by the one copy into channels-first order)."""
+    import numpy as np
+
+    array = np.asarray(picture)
+    if array.ndim == 2:
+        array = array[..., None]
+    if flip:
+        array = array[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
 class CropFlipUint8:
@@ -114,7 +122,6 @@ class CropFlipUint8:
     def __call__(self, picture) -> torch.Tensor:
         import random
 
-        import numpy as np
         from PIL import Image
         from torchvision.transforms.functional import pil_modes_mapping
 
@@ -133,12 +140,7 @@ class CropFlipUint8:
         cut = picture.crop((j, i, j + w, i + h))
         if (h, w) != (out_h, out_w):  # torchvision's resize leaves a picture of the right size as it is
             cut = cut.resize((out_w, out_h), pil_modes_mapping[mode])
-        array = np.asarray(cut)
-        if array.ndim == 2:
-            array = array[..., None]
-        if flip:
-            array = array[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return _chw(cut, flip)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.crop!r}, hflip={self.flip_p})"
