@@ -291,25 +291,40 @@ def teacher_log_probs(folder: Path, paths: list[str], device: torch.device, work
     return out
 
 
-class OnlineTeacher:
-    """Consistent teaching: a forward pre-hook on the student that, on every training forward pass (the student in
-    training mode, gradients on), asks the teacher about the same batch -- the same augmented, normalised pictures
-    -- and keeps its logits for the loss (``take``). Only when the teacher and the student preprocess alike (same
-    input size, mean and standard deviation), so that the student's batch is a valid input for the teacher."""
+class _HandOff:
+    """What a hook on the student keeps from a training forward pass for the loss to take once: ``latest`` (set by
+    the hook), ``take`` (for a batch of ``n`` pictures, or None) and ``detach``."""
 
-    def __init__(self, runner: Callable):
-        self.runner = runner
+    def __init__(self):
         self.latest: torch.Tensor | None = None
         self.handle = None
-
-    def attach(self, student: nn.Module) -> "OnlineTeacher":
-        self.handle = student.register_forward_pre_hook(self._ask)
-        return self
 
     def detach(self) -> None:
         if self.handle is not None:
             self.handle.remove()
             self.handle = None
+
+    def take(self, n: int) -> torch.Tensor | None:
+        """What the hook kept for the batch just passed through the student (``n`` pictures), once; None when there
+        is none."""
+        latest, self.latest = self.latest, None
+        return latest if latest is not None and latest.shape[0] == n else None
+
+
+class OnlineTeacher(_HandOff):
+    """Consistent teaching: a forward pre-hook on the student that, on every training forward pass (the student in
+    training mode, gradients on), asks the teacher about the same batch -- the same augmented, normalised pictures
+    -- and keeps its logits for the loss (``take``; None: the loss uses the outputs computed before training). Only
+    when the teacher and the student preprocess alike (same input size, mean and standard deviation), so that the
+    student's batch is a valid input for the teacher."""
+
+    def __init__(self, runner: Callable):
+        super().__init__()
+        self.runner = runner
+
+    def attach(self, student: nn.Module) -> "OnlineTeacher":
+        self.handle = student.register_forward_pre_hook(self._ask)
+        return self
 
     def _ask(self, module: nn.Module, args) -> None:
         if not module.training or not torch.is_grad_enabled() or not args:
@@ -319,37 +334,18 @@ class OnlineTeacher:
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             self.latest = self.runner(x.float().contiguous()).float()
 
-    def take(self, n: int) -> torch.Tensor | None:
-        """The teacher's logits for the batch just passed through the student (``n`` pictures), once; None when
-        there is none (then the loss uses the outputs computed before training)."""
-        latest, self.latest = self.latest, None
-        return latest if latest is not None and latest.shape[0] == n else None
 
-
-class StudentFeatures:
+class StudentFeatures(_HandOff):
     """The student's features on each training forward pass: a forward hook on its classification head that keeps
     the head's input (training mode, gradients on), for the features term of the loss (``take``)."""
-
-    def __init__(self):
-        self.latest: torch.Tensor | None = None
-        self.handle = None
 
     def attach(self, student: nn.Module, head: str) -> "StudentFeatures":
         self.handle = student.get_submodule(head).register_forward_hook(self._keep)
         return self
 
-    def detach(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
     def _keep(self, module: nn.Module, args, output) -> None:
         if module.training and torch.is_grad_enabled() and args:
             self.latest = args[0]
-
-    def take(self, n: int) -> torch.Tensor | None:
-        latest, self.latest = self.latest, None
-        return latest if latest is not None and latest.shape[0] == n else None
 
 
 def same_preprocessing(a: dict, b: dict) -> bool:
