@@ -2,8 +2,8 @@
 used out first, never filling the disk. The decoded-picture cache (engine.data.cache) and the store of frozen-layer
 outputs (engine.train.store) are both such folders; what an entry holds and how its key is made is theirs.
 
-Written by hand rather than with a cache library: entries must be memory-mappable ``.npy`` files shared by several
-processes (the loaders), which the usual key-value caches do not offer.
+Written by hand rather than with a cache library: entries must be plain ``.npy`` files shared by several processes
+(the loaders), which the usual key-value caches do not offer.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def entry_path(root: Path, key: str) -> Path:
     return root / key[:2] / (key + SUFFIX)
 
 
-def read(entry: Path, mmap: bool = False) -> np.ndarray | None:
+def read(entry: Path) -> np.ndarray | None:
     """The entry's array, or None when it is missing. A damaged entry (cut short by a crash while writing) raises
     ValueError; ``drop`` it and make it again."""
     try:
-        return np.load(entry, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(entry, allow_pickle=False)
     except FileNotFoundError:
         return None
     except (OSError, EOFError) as exc:
