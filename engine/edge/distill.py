@@ -45,7 +45,7 @@ from engine.train.distillation import DistillationLoss, distillation, teacher_fo
 __all__ = ["TABLE", "DistillationLoss", "DistillResult", "distill", "distill_config", "distillation", "resume",
            "table_lines", "teacher_student_table"]
 
-TABLE = "distill.json"  # the teacher-vs-student table, in the student's run folder
+TABLE = runs.DISTILL  # the teacher-vs-student table, in the student's run folder
 LATENCY_ROUNDS = 30  # timed single-picture passes per model (alternated teacher, student)
 DEFAULT_LR = 1e-3
 
@@ -76,7 +76,8 @@ def distill_config(teacher_run: str | Path, student: str, weights: str, *, epoch
         data=teacher.data, model=ModelConfig(student, weights), strategy="fine-tune-deep",
         epochs=epochs or teacher.total_epochs, lr=lr or DEFAULT_LR, train=train,
         out=str(Path(out).expanduser()) if out else str(folder.parent),
-        name=f"{student.split(':', 1)[-1]}-{'labels-only' if soft_weight == 0 == feature_weight else 'distilled'}"[:60],
+        name=(f"{student.split(':', 1)[-1]}-"
+              f"{'labels-only' if soft_weight == 0 and feature_weight == 0 else 'distilled'}")[:60],
         distill=DistillConfig(str(folder), defaults.temperature if temperature is None else float(temperature),
                               defaults.soft_weight if soft_weight is None else float(soft_weight),
                               str(Path(pool).expanduser().resolve()) if pool else "",

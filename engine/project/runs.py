@@ -39,6 +39,7 @@ MODEL = "model.json"
 ERROR_LOG = "error.log"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_BASE = "checkpoint-base.pt"  # the weights a phase does not train, saved once when it starts
+DISTILL = "distill.json"  # a distilled run's teacher-vs-student table (engine.edge.distill)
 LOCK = ".lock"  # held (flock) by the process training the run, so that a second one cannot resume it meanwhile
 FULL_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -344,7 +345,7 @@ def _point_at_copies(copied: dict[str, str]) -> None:
                 distill=dataclasses.replace(config.distill, teacher=teacher or config.distill.teacher))
             with contextlib.suppress(ConfigError):
                 save(changed, folder / CONFIG)
-        table = folder / "distill.json"  # engine.edge.distill.TABLE (engine.edge is above this module)
+        table = folder / DISTILL
         try:
             rows = json.loads(table.read_text(encoding="utf-8"))
             moved = {role: new_place(rows[role]["run"]) for role in ("teacher", "student")}
